@@ -1,0 +1,76 @@
+"""Request dependencies as `Annotated` aliases: the context, one DB transaction per request, the caller."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated
+
+import structlog
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.context import AppContext
+from app.db.models import ApiClient
+from app.errors import NotAuthenticatedError
+from app.security.tokens import InvalidTokenError
+
+
+def get_context(request: Request) -> AppContext:
+    ctx: AppContext = request.app.state.ctx
+    return ctx
+
+
+ContextDep = Annotated[AppContext, Depends(get_context)]
+
+
+async def get_session(ctx: ContextDep) -> AsyncIterator[AsyncSession]:
+    """One transaction per request, committed before the response is sent (see `scope="function"`)."""
+    async with ctx.sessionmaker() as session:
+        try:
+            yield session
+            await session.commit()
+        except BaseException:
+            await session.rollback()
+            raise
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+_bearer = HTTPBearer(auto_error=False, description="Access token from POST /api/v1/auth/token")
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    tenant_id: str
+    client_id: str
+
+    @property
+    def actor(self) -> str:
+        return f"client:{self.client_id}"
+
+
+async def get_principal(
+    ctx: ContextDep,
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise NotAuthenticatedError("A bearer token is required")
+    try:
+        claims = ctx.tokens.verify(credentials.credentials)
+    except InvalidTokenError as exc:
+        raise NotAuthenticatedError(str(exc)) from None
+    # The client must still exist, belong to the token's tenant and not be revoked: revocation is immediate.
+    client = await session.scalar(
+        select(ApiClient).where(ApiClient.client_id == claims.subject, ApiClient.tenant_id == claims.tenant_id)
+    )
+    if client is None or client.revoked_at is not None:
+        raise NotAuthenticatedError("The client behind this token is no longer active")
+    structlog.contextvars.bind_contextvars(tenant_id=claims.tenant_id)
+    return Principal(tenant_id=claims.tenant_id, client_id=claims.subject)
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]

@@ -1,0 +1,126 @@
+"""Tables only. API shapes live in `app/api/schemas/`; rules live in `app/domain/`."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db.base import Base, TimestampMixin, new_id, utcnow
+from app.db.types import CalendarDate, Money, UTCDateTime
+
+
+def _tenant_fk() -> ForeignKey:
+    return ForeignKey("tenant.id", ondelete="CASCADE")
+
+
+class Tenant(TimestampMixin, Base):
+    """An MSP. Billing settings live on the tenant row: one set per MSP."""
+
+    __tablename__ = "tenant"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    billing_enabled: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC", nullable=False)
+    currency: Mapped[str] = mapped_column(String(3), default="USD", nullable=False)
+    proration_mode: Mapped[str] = mapped_column(String(16), default="line", nullable=False)
+    decrease_policy: Mapped[str] = mapped_column(String(16), default="no_credit", nullable=False)
+    sync_mode: Mapped[str] = mapped_column(String(16), default="auto", nullable=False)
+    drift_policy: Mapped[str] = mapped_column(String(16), default="hold", nullable=False)
+
+
+class ApiClient(TimestampMixin, Base):
+    __tablename__ = "api_client"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(String(36), _tenant_fk(), nullable=False, index=True)
+    client_id: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    secret_hash: Mapped[str] = mapped_column(String(200), nullable=False)
+    name: Mapped[str] = mapped_column(String(200), nullable=False, default="default")
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class WebhookSecret(TimestampMixin, Base):
+    """A portal signing secret, encrypted. `expires_at` null = current; set = kept valid until then (rotation)."""
+
+    __tablename__ = "webhook_secret"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(String(36), _tenant_fk(), nullable=False, index=True)
+    secret_encrypted: Mapped[str] = mapped_column(Text, nullable=False)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class AuditEvent(Base):
+    __tablename__ = "audit_event"
+    __table_args__ = (Index("ix_audit_event_tenant_created", "tenant_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(36), _tenant_fk(), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+    actor: Mapped[str] = mapped_column(String(200), nullable=False)
+    action: Mapped[str] = mapped_column(String(100), nullable=False)
+    object_type: Mapped[str] = mapped_column(String(50), nullable=False)
+    object_id: Mapped[str | None] = mapped_column(String(100))
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class Company(TimestampMixin, Base):
+    """A portal-managed company of one tenant, keyed by the portal's id (`external_id`)."""
+
+    __tablename__ = "company"
+    __table_args__ = (UniqueConstraint("tenant_id", "external_id"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(String(36), _tenant_fk(), nullable=False)
+    external_id: Mapped[str] = mapped_column(String(100), nullable=False)
+    name: Mapped[str] = mapped_column(String(200), nullable=False, default="")
+    identifier: Mapped[str | None] = mapped_column(String(100))
+    license_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    last_sequence: Mapped[int | None] = mapped_column(BigInteger)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow, nullable=False)
+    billing_enabled: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    unit_price_override: Mapped[Decimal | None] = mapped_column(Money())
+    unit_cost_override: Mapped[Decimal | None] = mapped_column(Money())
+    cw_company_id: Mapped[int | None] = mapped_column(Integer)
+    cw_agreement_id: Mapped[int | None] = mapped_column(Integer)
+
+
+class WebhookInbox(Base):
+    """Every accepted delivery, unique per (tenant, webhook-id): the idempotency record for redeliveries."""
+
+    __tablename__ = "webhook_inbox"
+    __table_args__ = (UniqueConstraint("tenant_id", "webhook_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(36), _tenant_fk(), nullable=False)
+    webhook_id: Mapped[str] = mapped_column(String(200), nullable=False)
+    event_type: Mapped[str] = mapped_column(String(64), nullable=False)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False, index=True)
+    outcome: Mapped[str] = mapped_column(String(32), nullable=False)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+
+
+class LicenseChange(Base):
+    """The license ledger: one row per `license.count_changed` event, stale ones included (flagged)."""
+
+    __tablename__ = "license_change"
+    __table_args__ = (Index("ix_license_change_company_effective", "company_id", "effective_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(36), _tenant_fk(), nullable=False)
+    company_id: Mapped[str] = mapped_column(String(36), ForeignKey("company.id", ondelete="CASCADE"), nullable=False)
+    webhook_id: Mapped[str | None] = mapped_column(String(200))
+    sequence: Mapped[int | None] = mapped_column(BigInteger)
+    license_count: Mapped[int] = mapped_column(Integer, nullable=False)
+    previous_count: Mapped[int | None] = mapped_column(Integer)
+    effective_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    effective_day: Mapped[date] = mapped_column(CalendarDate(), nullable=False)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+    ignored_reason: Mapped[str | None] = mapped_column(String(64))

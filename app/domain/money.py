@@ -1,0 +1,49 @@
+"""Exact money: Decimal only, rounded once, half up, to the currency's minor unit."""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Decimal
+
+PRICE_PLACES = 4
+_PRICE_QUANTUM = Decimal(1).scaleb(-PRICE_PLACES)
+# ISO 4217 minor units for currencies that differ from the usual 2.
+_MINOR_UNITS = {
+    "JPY": 0,
+    "KRW": 0,
+    "ISK": 0,
+    "CLP": 0,
+    "VND": 0,
+    "BHD": 3,
+    "KWD": 3,
+    "OMR": 3,
+    "JOD": 3,
+    "TND": 3,
+}
+_SYMBOLS = {"USD": "$", "AUD": "$", "CAD": "$", "NZD": "$", "EUR": "€", "GBP": "£", "JPY": "¥"}
+
+
+def minor_unit(currency: str) -> Decimal:
+    return Decimal(1).scaleb(-_MINOR_UNITS.get(currency.upper(), 2))
+
+
+def round_money(amount: Decimal, currency: str) -> Decimal:
+    """Round once, half up (never banker's rounding), to the currency's minor unit."""
+    return amount.quantize(minor_unit(currency), rounding=ROUND_HALF_UP)
+
+
+def is_valid_price(value: Decimal) -> bool:
+    """A unit price or cost: finite, not negative, at most 4 decimals, below 10^14."""
+    return value.is_finite() and value >= 0 and value == value.quantize(_PRICE_QUANTUM) and value < Decimal(10) ** 14
+
+
+def format_money(amount: Decimal, currency: str, *, places: int | None = None) -> str:
+    """`$3.00`, `-$1.50`, `€12.00`, `CHF 4.20`; prices keep up to 4 places, no trailing zeros past the minor unit."""
+    if places is None:
+        minor = -minor_unit(currency).as_tuple().exponent  # type: ignore[operator]
+        normalized = amount.normalize()
+        exponent = normalized.as_tuple().exponent
+        places = max(minor, -exponent if isinstance(exponent, int) and exponent < 0 else 0)
+    text = f"{abs(amount):,.{places}f}"
+    symbol = _SYMBOLS.get(currency.upper())
+    body = f"{symbol}{text}" if symbol else f"{currency.upper()} {text}"
+    return f"-{body}" if amount < 0 else body

@@ -1,0 +1,47 @@
+"""Application factory. `create_app()` builds everything from the settings; the lifespan owns what runs."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.api import auth, health
+from app.api.problems import install_problem_handlers
+from app.context import AppContext
+from app.logging import configure_logging
+from app.middleware import RequestContextMiddleware
+from app.settings import Settings, get_settings
+
+API_TITLE = "cw-billing-sync"
+API_VERSION = "0.1.0"
+
+
+def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(json=settings.log_as_json(), level=settings.log_level)
+    ctx = AppContext.build(settings, engine=engine)
+    owns_engine = engine is None
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            if owns_engine:
+                await ctx.engine.dispose()
+
+    app = FastAPI(
+        title=API_TITLE,
+        version=API_VERSION,
+        summary="Keeps ConnectWise Manage agreement additions in step with vendor-portal license counts.",
+        lifespan=lifespan,
+    )
+    app.state.ctx = ctx
+    install_problem_handlers(app)
+    app.add_middleware(RequestContextMiddleware, metrics=ctx.metrics)
+    app.include_router(health.router)
+    app.include_router(auth.router)
+    return app

@@ -1,0 +1,128 @@
+"""Tenants, API clients and webhook signing secrets (used by the CLI and by the tests)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db.base import utcnow
+from app.db.models import ApiClient, Tenant, WebhookSecret
+from app.errors import NotFoundError
+from app.security.credentials import hash_client_secret, new_client_id, new_client_secret, new_webhook_secret
+from app.security.encryption import SecretBox
+from app.services.audit import record_audit
+
+WEBHOOK_SECRET_PURPOSE = "webhook_secret"  # noqa: S105 (a label, not a secret)
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedClient:
+    client_id: str
+    client_secret: str
+
+
+@dataclass(frozen=True, slots=True)
+class NewTenant:
+    tenant_id: str
+    client_id: str
+    client_secret: str
+    webhook_secret: str
+
+
+async def get_tenant(session: AsyncSession, tenant_id: str) -> Tenant:
+    tenant = await session.get(Tenant, tenant_id)
+    if tenant is None:
+        raise NotFoundError(f"No tenant {tenant_id}")
+    return tenant
+
+
+async def create_client(session: AsyncSession, *, tenant_id: str, name: str = "default") -> IssuedClient:
+    await get_tenant(session, tenant_id)
+    secret = new_client_secret()
+    client = ApiClient(
+        tenant_id=tenant_id, client_id=new_client_id(), secret_hash=hash_client_secret(secret), name=name
+    )
+    session.add(client)
+    await session.flush()
+    await record_audit(
+        session,
+        tenant_id=tenant_id,
+        actor="cli",
+        action="api_client.created",
+        object_type="api_client",
+        object_id=client.client_id,
+        after={"name": name},
+    )
+    return IssuedClient(client_id=client.client_id, client_secret=secret)
+
+
+async def rotate_webhook_secret(
+    session: AsyncSession, *, box: SecretBox, tenant_id: str, grace: timedelta, now: datetime | None = None
+) -> str:
+    """Make a new current secret; the previous ones stay valid for `grace` (never longer than they already were)."""
+    await get_tenant(session, tenant_id)
+    now = now or utcnow()
+    until = now + grace
+    previous = await session.scalars(select(WebhookSecret).where(WebhookSecret.tenant_id == tenant_id))
+    for old in previous:
+        if old.expires_at is None or old.expires_at > until:
+            old.expires_at = until
+    secret = new_webhook_secret()
+    session.add(
+        WebhookSecret(
+            tenant_id=tenant_id,
+            secret_encrypted=box.encrypt(secret, tenant_id=tenant_id, purpose=WEBHOOK_SECRET_PURPOSE),
+        )
+    )
+    await session.flush()
+    await record_audit(
+        session,
+        tenant_id=tenant_id,
+        actor="cli",
+        action="webhook_secret.rotated",
+        object_type="webhook_secret",
+        object_id=None,
+        after={"previous_valid_until": until.isoformat()},
+    )
+    return secret
+
+
+async def valid_webhook_secrets(
+    session: AsyncSession, *, box: SecretBox, tenant_id: str, now: datetime | None = None
+) -> list[str]:
+    now = now or utcnow()
+    rows = await session.scalars(
+        select(WebhookSecret)
+        .where(
+            WebhookSecret.tenant_id == tenant_id,
+            or_(WebhookSecret.expires_at.is_(None), WebhookSecret.expires_at > now),
+        )
+        .order_by(WebhookSecret.created_at.desc())
+    )
+    return [box.decrypt(r.secret_encrypted, tenant_id=tenant_id, purpose=WEBHOOK_SECRET_PURPOSE) for r in rows]
+
+
+async def create_tenant(session: AsyncSession, *, box: SecretBox, name: str) -> NewTenant:
+    tenant = Tenant(name=name)
+    session.add(tenant)
+    await session.flush()
+    await record_audit(
+        session,
+        tenant_id=tenant.id,
+        actor="cli",
+        action="tenant.created",
+        object_type="tenant",
+        object_id=tenant.id,
+        after={"name": name},
+    )
+    client = await create_client(session, tenant_id=tenant.id)
+    webhook_secret = await rotate_webhook_secret(session, box=box, tenant_id=tenant.id, grace=timedelta(0))
+    return NewTenant(
+        tenant_id=tenant.id,
+        client_id=client.client_id,
+        client_secret=client.client_secret,
+        webhook_secret=webhook_secret,
+    )

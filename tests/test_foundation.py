@@ -1,0 +1,185 @@
+"""Foundation: app shape, problem+json, health, readiness, metrics, schema made by Alembic, isolation."""
+
+from __future__ import annotations
+
+import ast
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import Column, MetaData, String, Table, func, insert, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from app.db.base import Base
+from app.db.migrate import current_revision, head_revision
+from app.db.models import Tenant
+from app.db.types import CalendarDate, Money, UTCDateTime
+
+APP_DIR = Path(__file__).resolve().parents[1] / "app"
+FRAMEWORKS = {
+    "fastapi",
+    "starlette",
+    "sqlalchemy",
+    "httpx",
+    "alembic",
+    "pydantic_settings",
+    "structlog",
+    "jose",
+}
+
+
+def test_domain_imports_no_framework() -> None:
+    offenders = []
+    for path in (APP_DIR / "domain").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] in FRAMEWORKS]
+    assert list((APP_DIR / "domain").rglob("*.py")), "app/domain has no modules to check"
+    assert offenders == []
+
+
+def test_only_the_token_module_imports_jose() -> None:
+    importers = sorted(
+        str(p.relative_to(APP_DIR))
+        for p in APP_DIR.rglob("*.py")
+        if any(
+            (isinstance(n, ast.ImportFrom) and (n.module or "").split(".")[0] == "jose")
+            or (isinstance(n, ast.Import) and any(a.name.split(".")[0] == "jose" for a in n.names))
+            for n in ast.walk(ast.parse(p.read_text()))
+        )
+    )
+    assert importers == ["security/tokens.py"]
+
+
+async def test_healthz(client: httpx.AsyncClient) -> None:
+    response = await client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+    assert response.headers["x-request-id"]
+
+
+async def test_readyz_reports_database_and_migrations(client: httpx.AsyncClient) -> None:
+    response = await client.get("/readyz")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["ready"] is True
+    assert {c["name"]: c["ok"] for c in body["checks"]} == {"database": True, "migrations": True}
+
+
+async def test_readyz_is_503_when_migrations_are_behind(client: httpx.AsyncClient, engine: AsyncEngine) -> None:
+    head = head_revision()
+    async with engine.begin() as conn:
+        await conn.execute(text("UPDATE alembic_version SET version_num = 'stale'"))
+    try:
+        response = await client.get("/readyz")
+        assert response.status_code == 503
+        migrations = next(c for c in response.json()["checks"] if c["name"] == "migrations")
+        assert migrations["ok"] is False
+        assert "stale" in migrations["detail"]
+    finally:
+        async with engine.begin() as conn:
+            await conn.execute(text("UPDATE alembic_version SET version_num = :v"), {"v": head})
+
+
+async def test_schema_was_made_by_alembic(engine: AsyncEngine) -> None:
+    assert await current_revision(engine) == head_revision()
+    async with engine.connect() as conn:
+        names = set(await conn.run_sync(lambda c: c.dialect.get_table_names(c)))
+    assert {t.name for t in Base.metadata.sorted_tables} <= names
+
+
+async def test_unknown_route_is_problem_json(client: httpx.AsyncClient) -> None:
+    response = await client.get("/api/v1/nothing-here")
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["status"] == 404
+    assert body["code"] == "not_found"
+    assert body["instance"] == "/api/v1/nothing-here"
+
+
+async def test_wrong_method_is_problem_json(client: httpx.AsyncClient) -> None:
+    response = await client.delete("/healthz")
+    assert response.status_code == 405
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_metrics_expose_request_counts(client: httpx.AsyncClient) -> None:
+    await client.get("/healthz")
+    response = await client.get("/metrics")
+    assert response.status_code == 200
+    assert 'cwbs_http_requests_total{method="GET",route="/healthz",status="200"} 1.0' in response.text
+
+
+async def test_request_id_is_echoed_when_safe(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/healthz", headers={"x-request-id": "abc-123"})).headers["x-request-id"] == "abc-123"
+    unsafe = (await client.get("/healthz", headers={"x-request-id": "a b\tc"})).headers["x-request-id"]
+    assert unsafe != "a b\tc"
+    assert len(unsafe) == 32
+
+
+money_values = ["0", "0.0001", "3.00", "12345678901234.9999", "-12.5", "0.3333"]
+
+
+@pytest.mark.parametrize("raw", money_values)
+async def test_money_round_trips_exactly(engine: AsyncEngine, raw: str) -> None:
+    table = Table("money_probe", MetaData(), Column("v", Money()), Column("k", String(10)))
+    async with engine.begin() as conn:
+        await conn.run_sync(table.create)
+        try:
+            await conn.execute(insert(table).values(v=Decimal(raw), k="x"))
+            value = (await conn.execute(select(table.c.v))).scalar_one()
+            total = await conn.execute(select(func.count()).select_from(table).where(table.c.v == Decimal(raw)))
+            assert total.scalar_one() == 1
+        finally:
+            await conn.run_sync(table.drop)
+    assert isinstance(value, Decimal)
+    assert value == Decimal(raw)
+
+
+async def test_money_refuses_float_and_excess_precision(engine: AsyncEngine) -> None:
+    table = Table("money_probe2", MetaData(), Column("v", Money()))
+    async with engine.begin() as conn:
+        await conn.run_sync(table.create)
+        try:
+            with pytest.raises(Exception, match="Decimal"):
+                await conn.execute(insert(table).values(v=0.1))
+            with pytest.raises(Exception, match="4 decimal places"):
+                await conn.execute(insert(table).values(v=Decimal("0.00001")))
+        finally:
+            await conn.run_sync(table.drop)
+
+
+async def test_datetimes_round_trip_aware_in_utc(engine: AsyncEngine) -> None:
+    table = Table("dt_probe", MetaData(), Column("at", UTCDateTime()), Column("day", CalendarDate()))
+    moment = datetime(2026, 11, 16, 23, 30, 15, 123456, tzinfo=timezone(timedelta(hours=-5)))
+    async with engine.begin() as conn:
+        await conn.run_sync(table.create)
+        try:
+            await conn.execute(insert(table).values(at=moment, day=moment.date()))
+            row = (await conn.execute(select(table.c.at, table.c.day))).one()
+            with pytest.raises(Exception, match="naive"):
+                await conn.execute(insert(table).values(at=datetime(2026, 1, 1)))  # noqa: DTZ001
+        finally:
+            await conn.run_sync(table.drop)
+    assert row.at == moment
+    assert row.at.tzinfo == UTC
+    assert row.day == moment.date()
+
+
+async def test_isolation_first_writes_a_row(session: AsyncSession) -> None:
+    session.add(Tenant(name="leftover-probe"))
+    await session.commit()
+    assert await session.scalar(select(func.count()).select_from(Tenant)) == 1
+
+
+async def test_isolation_second_sees_no_leftovers(session: AsyncSession) -> None:
+    # Runs after the test above (file order); fails if rows leak between tests.
+    for table in Base.metadata.sorted_tables:
+        assert await session.scalar(select(func.count()).select_from(table)) == 0, table.name
