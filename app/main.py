@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.api import auth, health
+from app.api import auth, health, openapi_components, webhooks
 from app.api.problems import install_problem_handlers
 from app.context import AppContext
 from app.logging import configure_logging
@@ -44,4 +44,6 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
     app.add_middleware(RequestContextMiddleware, metrics=ctx.metrics)
     app.include_router(health.router)
     app.include_router(auth.router)
+    app.include_router(webhooks.router)
+    openapi_components.install(app)
     return app

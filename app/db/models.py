@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -10,7 +10,7 @@ from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, St
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, TimestampMixin, new_id, utcnow
-from app.db.types import CalendarDate, Money, UTCDateTime
+from app.db.types import Money, UTCDateTime
 
 
 def _tenant_fk() -> ForeignKey:
@@ -121,6 +121,30 @@ class LicenseChange(Base):
     license_count: Mapped[int] = mapped_column(Integer, nullable=False)
     previous_count: Mapped[int | None] = mapped_column(Integer)
     effective_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
-    effective_day: Mapped[date] = mapped_column(CalendarDate(), nullable=False)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
     ignored_reason: Mapped[str | None] = mapped_column(String(64))
+
+
+class SyncState(Base):
+    """One row per company: whether CW must be reconciled, and how the last attempts went.
+
+    Scheduling sets `due_at` and bumps `generation`, so any number of changes before the worker gets to the company
+    coalesce into one reconcile; a worker holds `claimed_by` until `claimed_until` (a lease), so one company is never
+    worked on by two workers at once.
+    """
+
+    __tablename__ = "sync_state"
+    __table_args__ = (Index("ix_sync_state_due", "due_at"),)
+
+    company_id: Mapped[str] = mapped_column(String(36), ForeignKey("company.id", ondelete="CASCADE"), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(36), _tenant_fk(), nullable=False, index=True)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="pending")
+    reason: Mapped[str | None] = mapped_column(String(64))
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    generation: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    claimed_by: Mapped[str | None] = mapped_column(String(100))
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime())

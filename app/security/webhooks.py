@@ -1,0 +1,75 @@
+"""Standard Webhooks signatures (https://www.standardwebhooks.com), verified on the raw body.
+
+Signed content is `"{webhook-id}.{webhook-timestamp}.{body}"`; the signature header holds one or more
+space-separated `v1,<base64 HMAC-SHA256>` entries (several during secret rotation); secrets are `whsec_<base64>`.
+Every failure is a `SignatureError` — a malformed header never escapes as anything else.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+TOLERANCE = timedelta(minutes=5)
+_MAX_ID = 200
+
+
+class SignatureError(Exception):
+    """The delivery cannot be trusted. The message names the reason, never a secret."""
+
+
+def _secret_bytes(secret: str) -> bytes:
+    raw = secret.removeprefix("whsec_")
+    try:
+        return base64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError):
+        raise SignatureError("secret is not base64") from None
+
+
+def sign(*, secret: str, webhook_id: str, timestamp: int, body: bytes) -> str:
+    digest = hmac.new(_secret_bytes(secret), f"{webhook_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def verify(
+    *,
+    secrets: Sequence[str],
+    webhook_id: str | None,
+    timestamp: str | None,
+    signature_header: str | None,
+    body: bytes,
+    now: datetime | None = None,
+) -> datetime:
+    """Return the delivery's timestamp if one of the signatures matches one of the secrets."""
+    if not webhook_id or not timestamp or not signature_header:
+        raise SignatureError("missing webhook-id, webhook-timestamp or webhook-signature header")
+    if len(webhook_id) > _MAX_ID or not webhook_id.isprintable():
+        raise SignatureError("malformed webhook-id")
+    if not timestamp.isdigit() or len(timestamp) > 12:
+        raise SignatureError("malformed webhook-timestamp")
+    sent_at = datetime.fromtimestamp(int(timestamp), UTC)
+    now = now or datetime.now(UTC)
+    if sent_at < now - TOLERANCE:
+        raise SignatureError("webhook-timestamp is too old")
+    if sent_at > now + TOLERANCE:
+        raise SignatureError("webhook-timestamp is in the future")
+    offered = []
+    for entry in signature_header.split(" "):
+        version, _, value = entry.partition(",")
+        if version == "v1" and value:
+            try:
+                offered.append(base64.b64decode(value, validate=True))
+            except (binascii.Error, ValueError):
+                continue
+    if not offered:
+        raise SignatureError("no v1 signature in webhook-signature")
+    signed = f"{webhook_id}.{timestamp}.".encode() + body
+    for secret in secrets:
+        expected = hmac.new(_secret_bytes(secret), signed, hashlib.sha256).digest()
+        if any(hmac.compare_digest(expected, candidate) for candidate in offered):
+            return sent_at
+    raise SignatureError("no signature matches")

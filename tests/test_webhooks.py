@@ -1,0 +1,298 @@
+"""Portal webhooks: signatures on the raw body, idempotency, ordering, and what lands in the ledger."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+from sqlalchemy import func, select, update
+
+from app.context import AppContext
+from app.db.models import Company, LicenseChange, SyncState, WebhookInbox, WebhookSecret
+from app.services.tenants import NewTenant, rotate_webhook_secret
+from app.services.webhook_intake import purge_inbox
+from tests.conftest import TenantFactory
+from tests.webhook_helpers import deliver, license_event, signed_headers
+
+
+@pytest.fixture
+async def tenant(make_tenant: TenantFactory) -> NewTenant:
+    return await make_tenant("Acme MSP")
+
+
+async def _count(ctx: AppContext, model: type, **where: object) -> int:
+    async with ctx.sessionmaker() as s:
+        statement = select(func.count()).select_from(model)
+        for key, value in where.items():
+            statement = statement.where(getattr(model, key) == value)
+        return int(await s.scalar(statement) or 0)
+
+
+async def _company(ctx: AppContext, tenant_id: str, external_id: str) -> Company | None:
+    async with ctx.sessionmaker() as s:
+        return await s.scalar(select(Company).where(Company.tenant_id == tenant_id, Company.external_id == external_id))
+
+
+async def test_license_change_is_recorded_and_applied(
+    client: httpx.AsyncClient, tenant: NewTenant, ctx: AppContext
+) -> None:
+    response = await deliver(
+        client,
+        tenant.tenant_id,
+        tenant.webhook_secret,
+        license_event("c-42", 9, sequence=17, previous=1, name="Contoso", effective_at="2026-11-16T14:03:00Z"),
+    )
+    assert response.status_code == 202
+    assert response.json() == {"status": "accepted", "outcome": "applied"}
+    company = await _company(ctx, tenant.tenant_id, "c-42")
+    assert company is not None
+    assert (company.name, company.license_count, company.last_sequence) == ("Contoso", 9, 17)
+    async with ctx.sessionmaker() as s:
+        entry = (await s.scalars(select(LicenseChange))).one()
+    assert (entry.license_count, entry.previous_count, entry.sequence) == (9, 1, 17)
+    assert entry.effective_at == datetime(2026, 11, 16, 14, 3, tzinfo=UTC)
+    assert entry.ignored_reason is None
+
+
+async def test_effective_at_defaults_to_delivery_time(
+    client: httpx.AsyncClient, tenant: NewTenant, ctx: AppContext
+) -> None:
+    before = datetime.now(UTC)
+    assert (await deliver(client, tenant.tenant_id, tenant.webhook_secret, license_event("c-1", 3))).status_code == 202
+    async with ctx.sessionmaker() as s:
+        entry = (await s.scalars(select(LicenseChange))).one()
+    assert before - timedelta(seconds=1) <= entry.effective_at <= datetime.now(UTC)
+    assert entry.sequence == 1  # no sequence given: it is the newest
+
+
+async def test_one_hundred_concurrent_deliveries_of_one_id_have_one_effect(
+    client: httpx.AsyncClient, tenant: NewTenant, ctx: AppContext
+) -> None:
+    body = json.dumps(license_event("c-7", 12, sequence=3))
+    headers = signed_headers(tenant.webhook_secret, body, webhook_id="msg_same")
+    responses = await asyncio.gather(
+        *[client.post(f"/webhooks/portal/{tenant.tenant_id}", content=body, headers=headers) for _ in range(100)]
+    )
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses.count(202) == 1
+    assert statuses.count(200) == 99
+    assert await _count(ctx, LicenseChange) == 1
+    assert await _count(ctx, WebhookInbox) == 1
+
+
+async def test_redelivery_72_hours_later_has_no_second_effect(
+    client: httpx.AsyncClient, tenant: NewTenant, ctx: AppContext
+) -> None:
+    event = license_event("c-9", 5, sequence=1)
+    assert (
+        await deliver(client, tenant.tenant_id, tenant.webhook_secret, event, webhook_id="msg_1")
+    ).status_code == 202
+    async with ctx.sessionmaker() as s, s.begin():
+        await s.execute(update(WebhookInbox).values(received_at=datetime.now(UTC) - timedelta(hours=72)))
+        # The inbox keeps at least 7 days: a purge now must not drop a 72-hour-old delivery.
+        assert await purge_inbox(s) == 0
+    again = await deliver(client, tenant.tenant_id, tenant.webhook_secret, event, webhook_id="msg_1")
+    assert again.status_code == 200
+    assert again.json()["status"] == "duplicate"
+    assert await _count(ctx, LicenseChange) == 1
+
+
+async def test_inbox_purge_drops_only_deliveries_older_than_the_retention(
+    client: httpx.AsyncClient, tenant: NewTenant, ctx: AppContext
+) -> None:
+    for i in range(3):
+        await deliver(client, tenant.tenant_id, tenant.webhook_secret, license_event("c-1", i, sequence=i + 1))
+    async with ctx.sessionmaker() as s, s.begin():
+        oldest = (await s.scalars(select(WebhookInbox).order_by(WebhookInbox.id))).first()
+        assert oldest is not None
+        oldest.received_at = datetime.now(UTC) - timedelta(days=9)
+    async with ctx.sessionmaker() as s, s.begin():
+        assert await purge_inbox(s) == 1
+    assert await _count(ctx, WebhookInbox) == 2
+    assert await _count(ctx, LicenseChange) == 3  # the ledger is never purged
+
+
+async def test_reversed_delivery_order_keeps_the_newer_count(
+    client: httpx.AsyncClient, tenant: NewTenant, ctx: AppContext
+) -> None:
+    newer = await deliver(client, tenant.tenant_id, tenant.webhook_secret, license_event("c-5", 9, sequence=2))
+    older = await deliver(client, tenant.tenant_id, tenant.webhook_secret, license_event("c-5", 4, sequence=1))
+    assert newer.json()["outcome"] == "applied"
+    assert older.status_code == 202
+    assert older.json()["outcome"] == "stale_sequence"
+    company = await _company(ctx, tenant.tenant_id, "c-5")
+    assert company is not None
+    assert company.license_count == 9
+    async with ctx.sessionmaker() as s:
+        reasons = sorted((r.sequence, r.ignored_reason or "") for r in await s.scalars(select(LicenseChange)))
+    assert reasons == [(1, "stale_sequence"), (2, "")]
+
+
+def _reject_cases(tenant: NewTenant, other: NewTenant) -> dict[str, tuple[str, dict[str, str]]]:
+    body = json.dumps(license_event("c-1", 2, sequence=1))
+    good = signed_headers(tenant.webhook_secret, body)
+    now = datetime.now(UTC)
+    cases: dict[str, tuple[str, dict[str, str]]] = {
+        "stale timestamp": (body, signed_headers(tenant.webhook_secret, body, at=now - timedelta(minutes=6))),
+        "future timestamp": (body, signed_headers(tenant.webhook_secret, body, at=now + timedelta(minutes=6))),
+        "tampered body": (body.replace('"license_count": 2', '"license_count": 200'), good),
+        "another tenant's secret": (body, signed_headers(other.webhook_secret, body)),
+        "garbage signature": (body, {**good, "webhook-signature": "garbage"}),
+        "bad base64 signature": (body, {**good, "webhook-signature": "v1,!!!not-base64!!!"}),
+        "unknown version": (body, {**good, "webhook-signature": "v2," + good["webhook-signature"][3:]}),
+        "garbage timestamp": (body, {**good, "webhook-timestamp": "yesterday"}),
+        "negative timestamp": (body, {**good, "webhook-timestamp": "-5"}),
+        "huge timestamp": (body, {**good, "webhook-timestamp": "9" * 40}),
+        "non-JSON body, signed differently": ("\x00\xff not json", good),
+    }
+    for header in ("webhook-id", "webhook-timestamp", "webhook-signature"):
+        cases[f"missing {header}"] = (body, {k: v for k, v in good.items() if k != header})
+    return cases
+
+
+async def test_every_bad_delivery_is_401_and_changes_nothing(
+    client: httpx.AsyncClient, make_tenant: TenantFactory, ctx: AppContext
+) -> None:
+    tenant, other = await make_tenant("A"), await make_tenant("B")
+    for name, (body, headers) in _reject_cases(tenant, other).items():
+        response = await client.post(
+            f"/webhooks/portal/{tenant.tenant_id}", content=body.encode("utf-8", "replace"), headers=headers
+        )
+        assert response.status_code == 401, name
+        assert response.headers["content-type"] == "application/problem+json", name
+    body = json.dumps(license_event("c-1", 2))
+    unknown_tenant = await client.post(
+        "/webhooks/portal/no-such-tenant", content=body, headers=signed_headers(tenant.webhook_secret, body)
+    )
+    assert unknown_tenant.status_code == 401
+    assert await _count(ctx, WebhookInbox) == 0
+    assert await _count(ctx, LicenseChange) == 0
+
+
+async def test_oversize_bodies_are_413(client: httpx.AsyncClient, tenant: NewTenant) -> None:
+    big = json.dumps({"type": "company.upserted", "data": {"company_id": "c", "name": "x" * (70 * 1024)}})
+    response = await client.post(
+        f"/webhooks/portal/{tenant.tenant_id}", content=big, headers=signed_headers(tenant.webhook_secret, big)
+    )
+    assert response.status_code == 413
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: the stream is cut off while reading
+        for _ in range(80):
+            yield b"x" * 1024
+
+    streamed = await client.post(
+        f"/webhooks/portal/{tenant.tenant_id}", content=chunks(), headers=signed_headers(tenant.webhook_secret, "x")
+    )
+    assert streamed.status_code == 413
+
+
+async def test_several_signatures_and_rotation_grace(
+    client: httpx.AsyncClient, tenant: NewTenant, ctx: AppContext
+) -> None:
+    async with ctx.sessionmaker() as s, s.begin():
+        new_secret = await rotate_webhook_secret(
+            s, box=ctx.secrets, tenant_id=tenant.tenant_id, grace=timedelta(hours=24)
+        )
+    body = json.dumps(license_event("c-1", 2, sequence=1))
+    old_headers = signed_headers(tenant.webhook_secret, body, webhook_id="m1")
+    new_headers = signed_headers(new_secret, body, webhook_id="m1")
+    # The portal sends both signatures during rotation; either secret verifies.
+    both = {**new_headers, "webhook-signature": f"v1,AAAA {old_headers['webhook-signature']}"}
+    assert (await client.post(f"/webhooks/portal/{tenant.tenant_id}", content=body, headers=both)).status_code == 202
+    body2 = json.dumps(license_event("c-1", 3, sequence=2))
+    old_only = await client.post(
+        f"/webhooks/portal/{tenant.tenant_id}", content=body2, headers=signed_headers(tenant.webhook_secret, body2)
+    )
+    assert old_only.status_code == 202  # still inside the grace period
+    async with ctx.sessionmaker() as s, s.begin():
+        await s.execute(
+            update(WebhookSecret)
+            .where(WebhookSecret.expires_at.is_not(None))
+            .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
+    body3 = json.dumps(license_event("c-1", 4, sequence=3))
+    expired = await client.post(
+        f"/webhooks/portal/{tenant.tenant_id}", content=body3, headers=signed_headers(tenant.webhook_secret, body3)
+    )
+    assert expired.status_code == 401
+    ok = await client.post(
+        f"/webhooks/portal/{tenant.tenant_id}", content=body3, headers=signed_headers(new_secret, body3)
+    )
+    assert ok.status_code == 202
+
+
+async def test_invalid_event_with_a_valid_signature_is_422_and_recorded_nowhere(
+    client: httpx.AsyncClient, tenant: NewTenant, ctx: AppContext
+) -> None:
+    response = await deliver(
+        client,
+        tenant.tenant_id,
+        tenant.webhook_secret,
+        {"type": "license.count_changed", "data": {"company_id": "c-1", "license_count": -3}},
+    )
+    assert response.status_code == 422
+    assert "license_count" in response.json()["detail"]
+    not_json = "definitely not json"
+    response = await client.post(
+        f"/webhooks/portal/{tenant.tenant_id}",
+        content=not_json,
+        headers=signed_headers(tenant.webhook_secret, not_json),
+    )
+    assert response.status_code == 422
+    assert await _count(ctx, WebhookInbox) == 0
+
+
+async def test_unknown_event_types_are_acknowledged_not_applied(
+    client: httpx.AsyncClient, tenant: NewTenant, ctx: AppContext
+) -> None:
+    response = await deliver(client, tenant.tenant_id, tenant.webhook_secret, {"type": "license.renamed", "data": {}})
+    assert response.status_code == 202
+    assert response.json()["outcome"] == "unknown_type"
+    assert await _count(ctx, Company) == 0
+
+
+async def test_company_upsert_delete_and_restore(client: httpx.AsyncClient, tenant: NewTenant, ctx: AppContext) -> None:
+    upsert = {"type": "company.upserted", "data": {"company_id": "c-42", "name": "Contoso", "identifier": "CONTOSO"}}
+    assert (await deliver(client, tenant.tenant_id, tenant.webhook_secret, upsert)).status_code == 202
+    company = await _company(ctx, tenant.tenant_id, "c-42")
+    assert company is not None
+    assert (company.name, company.identifier, company.deleted_at) == ("Contoso", "CONTOSO", None)
+    deleted = await deliver(
+        client, tenant.tenant_id, tenant.webhook_secret, {"type": "company.deleted", "data": {"company_id": "c-42"}}
+    )
+    assert deleted.json()["outcome"] == "applied"
+    ignored = await deliver(client, tenant.tenant_id, tenant.webhook_secret, license_event("c-42", 5))
+    assert ignored.json()["outcome"] == "company_deleted"
+    restored = await deliver(client, tenant.tenant_id, tenant.webhook_secret, upsert)
+    assert restored.json()["outcome"] == "restored"
+    company = await _company(ctx, tenant.tenant_id, "c-42")
+    assert company is not None
+    assert company.deleted_at is None
+    assert company.license_count == 0  # the change that arrived while deleted was recorded, not applied
+
+
+async def test_change_of_an_unmapped_company_waits_in_the_ledger(
+    client: httpx.AsyncClient, tenant: NewTenant, ctx: AppContext
+) -> None:
+    await deliver(client, tenant.tenant_id, tenant.webhook_secret, license_event("c-1", 7, sequence=1))
+    async with ctx.sessionmaker() as s:
+        state = (await s.scalars(select(SyncState))).one()
+    assert state.due_at is None  # nothing to sync until billing is enabled and the company mapped
+    assert await _count(ctx, LicenseChange) == 1
+
+
+async def test_same_company_id_in_two_tenants_stays_separate(
+    client: httpx.AsyncClient, make_tenant: TenantFactory, ctx: AppContext
+) -> None:
+    a, b = await make_tenant("A"), await make_tenant("B")
+    await deliver(client, a.tenant_id, a.webhook_secret, license_event("c-1", 3, sequence=5))
+    await deliver(client, b.tenant_id, b.webhook_secret, license_event("c-1", 8, sequence=1))
+    company_a = await _company(ctx, a.tenant_id, "c-1")
+    company_b = await _company(ctx, b.tenant_id, "c-1")
+    assert company_a is not None
+    assert company_b is not None
+    assert (company_a.license_count, company_b.license_count) == (3, 8)
