@@ -7,7 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.base import new_id, utcnow
 from app.db.models import Company, SyncState
-from app.db.upsert import insert_ignore
+from app.db.upsert import insert_ignore, is_postgres
 from app.errors import NotFoundError
 
 
@@ -39,7 +39,7 @@ async def lock_or_create_company(session: AsyncSession, *, tenant_id: str, exter
             conflict=("company_id",),
         )
     statement = select(Company).where(Company.tenant_id == tenant_id, Company.external_id == external_id)
-    if session.bind.dialect.name == "postgresql":
+    if is_postgres(session):
         statement = statement.with_for_update()
     company = (await session.scalars(statement.execution_options(populate_existing=True))).one()
     return company

@@ -8,13 +8,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.base import utcnow
 from app.db.models import SyncState
+from app.db.upsert import is_postgres
 
 
 async def schedule_sync(
     session: AsyncSession, *, tenant_id: str, company_id: str, reason: str, at: datetime | None = None
 ) -> SyncState:
     """Mark the company due. Repeated calls before the worker runs coalesce into one reconcile."""
-    state = await session.get(SyncState, company_id, with_for_update=session.bind.dialect.name == "postgresql")
+    state = await session.get(SyncState, company_id, with_for_update=is_postgres(session))
     due = at or utcnow()
     if state is None:
         state = SyncState(
