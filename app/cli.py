@@ -132,6 +132,22 @@ def cmd_webhook_secret_rotate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.connectwise.sandbox.app import Sandbox
+
+    sandbox = Sandbox(rate_limit_per_minute=args.rate_limit or None, drop_mode="sleep")
+    sandbox.faults.rate = args.fault_rate
+    sandbox.faults.latency = args.latency
+    print(
+        f"ConnectWise sandbox on http://{args.host}:{args.port}  (login company 'sandbox', public key "
+        "'sandbox-public', private key 'sandbox-private', any clientId)"
+    )
+    uvicorn.run(sandbox, host=args.host, port=args.port, log_level="warning", access_log=False)
+    return 0
+
+
 def export_openapi() -> str:
     from app.main import create_app
 
@@ -205,6 +221,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grace-hours", type=int)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_webhook_secret_rotate)
+
+    p = sub.add_parser("sandbox", help="run the standalone ConnectWise sandbox")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8090)
+    p.add_argument("--rate-limit", type=int, default=0, help="requests per minute answered with 429 beyond")
+    p.add_argument("--fault-rate", type=float, default=0.0, help="share of API calls that fail at random")
+    p.add_argument("--latency", type=float, default=0.0, help="seconds added to every API call")
+    p.set_defaults(func=cmd_sandbox)
 
     p = sub.add_parser("openapi", help="export the OpenAPI document")
     p.add_argument("--output", default=str(OPENAPI_PATH))

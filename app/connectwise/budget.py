@@ -1,0 +1,59 @@
+"""A per-tenant request budget: at most `limit` requests in any `window` seconds (a sliding log).
+
+Callers wait for a slot; they cannot exceed the budget. The clock and sleep are injectable so tests can run
+thousands of requests in virtual time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+
+class RequestBudget:
+    def __init__(
+        self,
+        limit: int,
+        *,
+        window: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        if limit < 1:
+            raise ValueError("a request budget needs a limit of at least 1")
+        self.limit = limit
+        self.window = window
+        self._clock = clock
+        self._sleep = sleep
+        self._granted: deque[float] = deque()
+        self._lock = asyncio.Lock()
+        self.waited = 0.0
+
+    async def acquire(self) -> None:
+        async with self._lock:
+            while True:
+                now = self._clock()
+                while self._granted and now - self._granted[0] >= self.window:
+                    self._granted.popleft()
+                if len(self._granted) < self.limit:
+                    self._granted.append(now)
+                    return
+                delay = self.window - (now - self._granted[0])
+                self.waited += delay
+                await self._sleep(delay)
+
+
+class BudgetRegistry:
+    """One budget per tenant for this process (requests/minute)."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self._budgets: dict[str, RequestBudget] = {}
+
+    def for_tenant(self, tenant_id: str) -> RequestBudget:
+        budget = self._budgets.get(tenant_id)
+        if budget is None:
+            budget = self._budgets[tenant_id] = RequestBudget(self.per_minute)
+        return budget

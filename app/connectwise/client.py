@@ -1,0 +1,442 @@
+"""The only code that speaks ConnectWise Manage: an async client around an injected `httpx.AsyncClient`.
+
+* Codebase lookup (`/login/companyinfo/{company}`), cloud hosts get their `api-` prefix.
+* `Authorization: Basic base64(company+public:private)`, `clientId` header, pinned `Accept` version.
+* Every request passes the tenant's request budget first.
+* Retries (stamina: exponential backoff with jitter, `Retry-After` honoured and clamped) only where safe: reads,
+  PATCH (replace is idempotent), and a POST only when it certainly was not processed (connection refused, 429).
+  A POST whose outcome is unknown raises `CWNetworkError` with `outcome_unknown=True`; the caller must look its
+  marker up before creating again.
+* httpx types never leave this module; errors are `app.connectwise.errors`.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import httpx
+import stamina
+from pydantic import BaseModel, SecretStr
+
+from app.connectwise import schemas
+from app.connectwise.budget import RequestBudget
+from app.connectwise.conditions import Condition, F
+from app.connectwise.errors import (
+    CWAuthError,
+    CWConfigurationError,
+    CWConflictError,
+    CWError,
+    CWFieldError,
+    CWForbiddenError,
+    CWNetworkError,
+    CWNotFoundError,
+    CWPermanentError,
+    CWRetryableError,
+    CWServerError,
+    CWThrottledError,
+    CWValidationError,
+)
+
+API_VERSION = "2025.16"
+MAX_PAGE_SIZE = 1000
+MAX_RETRY_AFTER = 60.0
+_CODEBASE = re.compile(r"^[A-Za-z0-9_.]+/$")
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+# `F(...) == False` builds a CW condition string, not a Python comparison.
+ACTIVE = F("inactiveFlag") == False  # noqa: E712
+NOT_DELETED = F("deletedFlag") == False  # noqa: E712
+
+DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=60.0, write=30.0, pool=30.0)
+
+
+@dataclass(frozen=True)
+class CWCredentials:
+    site_url: str  # scheme://host[:port], e.g. https://na.myconnectwise.net
+    company_id: str
+    public_key: str
+    private_key: SecretStr = field(repr=False)
+    client_id: SecretStr = field(repr=False)
+
+    def __repr__(self) -> str:
+        return f"CWCredentials(site_url={self.site_url!r}, company_id={self.company_id!r}, keys=***)"
+
+    def authorization(self) -> str:
+        raw = f"{self.company_id}+{self.public_key}:{self.private_key.get_secret_value()}"
+        return "Basic " + base64.b64encode(raw.encode()).decode()
+
+
+PatchOp = dict[str, Any]
+
+
+def replace(path: str, value: Any) -> PatchOp:
+    return {"op": "replace", "path": path, "value": value}
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    raw = response.headers.get("retry-after", "").strip()
+    if raw.isdigit():
+        return min(float(raw), MAX_RETRY_AFTER)
+    return None
+
+
+def _error_from_response(response: httpx.Response) -> CWError:
+    status = response.status_code
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    code = message = None
+    errors: tuple[CWFieldError, ...] = ()
+    if isinstance(body, dict):
+        code = body.get("code") or body.get("error")
+        message = body.get("message")
+        raw_errors = body.get("errors") or []
+        if isinstance(raw_errors, list):
+            errors = tuple(
+                CWFieldError(
+                    code=str(e.get("code", "")),
+                    message=str(e.get("message", "")),
+                    field=e.get("field"),
+                    resource=e.get("resource"),
+                )
+                for e in raw_errors
+                if isinstance(e, dict)
+            )
+    text = str(message or f"ConnectWise answered HTTP {status}")
+    kwargs: dict[str, Any] = {"status": status, "code": str(code) if code else None, "errors": errors}
+    if status == 429:
+        return CWThrottledError(text, retry_after=_retry_after(response), **kwargs)
+    if status >= 500:
+        return CWServerError(text, **kwargs)
+    by_status: dict[int, type[CWPermanentError]] = {
+        400: CWValidationError,
+        401: CWAuthError,
+        403: CWForbiddenError,
+        404: CWNotFoundError,
+        409: CWConflictError,
+    }
+    return by_status.get(status, CWPermanentError)(text, **kwargs)
+
+
+def _retry_hook(exc: Exception) -> bool | float:
+    """stamina backoff hook: retry transient errors; a 429's Retry-After decides the wait."""
+    if isinstance(exc, CWThrottledError) and exc.retry_after is not None:
+        return max(exc.retry_after, 0.1)
+    return isinstance(exc, CWRetryableError)
+
+
+def _post_retry_hook(exc: Exception) -> bool | float:
+    """For creates: only retry when the request certainly was not processed."""
+    if isinstance(exc, CWNetworkError) and not exc.outcome_unknown:
+        return True
+    if isinstance(exc, CWThrottledError):
+        return _retry_hook(exc)
+    return False
+
+
+def _network_error(exc: httpx.HTTPError, *, sent: bool) -> CWNetworkError:
+    return CWNetworkError(f"no response from ConnectWise ({type(exc).__name__})", outcome_unknown=sent)
+
+
+class ConnectWiseClient:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        credentials: CWCredentials,
+        *,
+        budget: RequestBudget | None = None,
+        api_version: str = API_VERSION,
+        attempts: int = 6,
+        retry_timeout: float = 120.0,
+        on_call: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self._http = http
+        self._credentials = credentials
+        self._budget = budget
+        self._api_version = api_version
+        self._attempts = attempts
+        self._retry_timeout = retry_timeout
+        self._on_call = on_call
+        self._base_url: str | None = None
+        self.company_info: schemas.CompanyInfo | None = None
+        self.calls = 0
+
+    def __repr__(self) -> str:
+        return f"ConnectWiseClient(site={self._credentials.site_url!r})"
+
+    # ---------------------------------------------------------------- transport
+    def _headers(self) -> dict[str, str]:
+        return {
+            "Authorization": self._credentials.authorization(),
+            "clientId": self._credentials.client_id.get_secret_value(),
+            "Accept": f"application/vnd.connectwise.com+json; version={self._api_version}",
+        }
+
+    def _record(self, method: str, outcome: str) -> None:
+        self.calls += 1
+        if self._on_call:
+            self._on_call(method, outcome)
+
+    async def _send_once(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+        headers: dict[str, str] | None = None,
+        authenticated: bool = True,
+    ) -> httpx.Response:
+        if self._budget is not None:
+            await self._budget.acquire()
+        all_headers = {**(self._headers() if authenticated else {"Accept": "application/json"}), **(headers or {})}
+        try:
+            response = await self._http.request(method, url, params=params, json=json, headers=all_headers)
+        except httpx.ConnectError as exc:
+            self._record(method, "network")
+            raise _network_error(exc, sent=False) from None
+        except httpx.HTTPError as exc:
+            self._record(method, "network")
+            raise _network_error(exc, sent=True) from None
+        if response.is_success:
+            self._record(method, "ok")
+            return response
+        error = _error_from_response(response)
+        self._record(method, str(response.status_code))
+        raise error
+
+    async def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        hook = _post_retry_hook if method == "POST" else _retry_hook
+        async for attempt in stamina.retry_context(
+            on=hook,
+            attempts=self._attempts,
+            timeout=self._retry_timeout,
+            wait_initial=0.5,
+            wait_max=30.0,
+            wait_jitter=1.0,
+        ):
+            with attempt:
+                return await self._send_once(method, url, **kwargs)
+        raise AssertionError("unreachable: stamina re-raises the last error")  # pragma: no cover
+
+    async def base_url(self) -> str:
+        """Look the codebase up once: `https://{site}/{codebase}apis/3.0`."""
+        if self._base_url is None:
+            parts = urlsplit(self._credentials.site_url)
+            if parts.scheme not in ("https", "http") or not parts.hostname:
+                raise CWConfigurationError("The ConnectWise site URL must look like https://na.myconnectwise.net")
+            root = f"{parts.scheme}://{parts.netloc}"
+            try:
+                response = await self._send(
+                    "GET", f"{root}/login/companyinfo/{self._credentials.company_id}", authenticated=False
+                )
+                info = schemas.CompanyInfo.model_validate(response.json())
+            except CWNotFoundError:
+                raise CWConfigurationError(
+                    f"ConnectWise does not know the company id {self._credentials.company_id!r} at {root}"
+                ) from None
+            except ValueError:
+                raise CWConfigurationError(f"{root} did not answer the codebase lookup like ConnectWise") from None
+            if not _CODEBASE.match(info.codebase):
+                raise CWConfigurationError(f"unexpected codebase {info.codebase!r} from {root}")
+            netloc = parts.netloc
+            if info.is_cloud and not netloc.startswith("api-"):
+                netloc = "api-" + netloc
+            self.company_info = info
+            self._base_url = f"{parts.scheme}://{netloc}/{info.codebase}apis/3.0"
+        return self._base_url
+
+    async def _url(self, path: str) -> str:
+        return await self.base_url() + path
+
+    async def get(self, path: str, *, params: dict[str, Any] | None = None) -> Any:
+        return (await self._send("GET", await self._url(path), params=params)).json()
+
+    async def post(self, path: str, body: dict[str, Any]) -> Any:
+        return (await self._send("POST", await self._url(path), json=body)).json()
+
+    async def patch(self, path: str, operations: Sequence[PatchOp]) -> Any:
+        if not operations:
+            raise ValueError("a PATCH needs at least one operation")
+        return (await self._send("PATCH", await self._url(path), json=list(operations))).json()
+
+    async def list_pages(
+        self,
+        path: str,
+        *,
+        conditions: Condition | None = None,
+        fields: str | None = None,
+        order_by: str | None = None,
+        page_size: int = MAX_PAGE_SIZE,
+        limit: int | None = None,
+    ) -> list[Any]:
+        """Every row, following `Link: rel="next"` (never to another host)."""
+        base = await self.base_url()
+        params: dict[str, Any] = {"pageSize": min(page_size, MAX_PAGE_SIZE), "page": 1}
+        if conditions is not None:
+            params["conditions"] = str(conditions)
+        if fields:
+            params["fields"] = fields
+        if order_by:
+            params["orderBy"] = order_by
+        rows: list[Any] = []
+        url: str | None = base + path
+        request_params: dict[str, Any] | None = params
+        while url is not None:
+            response = await self._send("GET", url, params=request_params)
+            page = response.json()
+            rows.extend(page)
+            if limit is not None and len(rows) >= limit:
+                return rows[:limit]
+            next_url = response.links.get("next", {}).get("url")
+            if not next_url or not page:
+                break
+            if urlsplit(next_url).netloc != urlsplit(base).netloc:
+                raise CWConfigurationError("ConnectWise paging pointed at another host; refusing to follow")
+            url, request_params = next_url, None
+        return rows
+
+    async def sweep(
+        self,
+        path: str,
+        *,
+        conditions: Condition | None = None,
+        fields: str | None = None,
+        page_size: int = MAX_PAGE_SIZE,
+    ) -> AsyncIterator[list[Any]]:
+        """Forward-only paging (`pagination-type: forward-only`, `pageId` = last id seen) for full sweeps."""
+        page_id = 0
+        while True:
+            params: dict[str, Any] = {"pageSize": min(page_size, MAX_PAGE_SIZE), "pageId": page_id}
+            if conditions is not None:
+                params["conditions"] = str(conditions)
+            if fields:
+                params["fields"] = fields
+            response = await self._send(
+                "GET", await self._url(path), params=params, headers={"pagination-type": "forward-only"}
+            )
+            page = response.json()
+            if not page:
+                return
+            yield page
+            if len(page) < page_size:
+                return
+            page_id = int(page[-1]["id"])
+
+    # ---------------------------------------------------------------- typed operations
+    @staticmethod
+    def _parse(model: type[ModelT], rows: list[Any]) -> list[ModelT]:
+        return [model.model_validate(row) for row in rows]
+
+    async def system_info(self) -> schemas.Info:
+        return schemas.Info.model_validate(await self.get("/system/info"))
+
+    async def search_companies(self, text: str | None = None, *, limit: int = 50) -> list[schemas.Company]:
+        condition = NOT_DELETED
+        if text:
+            condition = condition & (F("name").contains_text(text) | F("identifier").contains_text(text))
+        rows = await self.list_pages(
+            "/company/companies",
+            conditions=condition,
+            order_by="name asc",
+            page_size=min(limit, MAX_PAGE_SIZE),
+            limit=limit,
+        )
+        return self._parse(schemas.Company, rows)
+
+    async def find_companies(self, condition: Condition, *, limit: int = 50) -> list[schemas.Company]:
+        rows = await self.list_pages("/company/companies", conditions=condition, limit=limit)
+        return self._parse(schemas.Company, rows)
+
+    async def get_company(self, company_id: int) -> schemas.Company:
+        return schemas.Company.model_validate(await self.get(f"/company/companies/{company_id}"))
+
+    async def list_agreements(self, company_id: int) -> list[schemas.Agreement]:
+        rows = await self.list_pages(
+            "/finance/agreements", conditions=F("company/id") == company_id, order_by="name asc"
+        )
+        return self._parse(schemas.Agreement, rows)
+
+    async def get_agreement(self, agreement_id: int) -> schemas.Agreement:
+        return schemas.Agreement.model_validate(await self.get(f"/finance/agreements/{agreement_id}"))
+
+    async def list_billing_cycles(self) -> list[schemas.BillingCycle]:
+        return self._parse(schemas.BillingCycle, await self.list_pages("/finance/billingCycles"))
+
+    async def get_billing_cycle(self, cycle_id: int) -> schemas.BillingCycle:
+        return schemas.BillingCycle.model_validate(await self.get(f"/finance/billingCycles/{cycle_id}"))
+
+    async def list_agreement_types(self) -> list[schemas.NamedItem]:
+        return self._parse(schemas.NamedItem, await self.list_pages("/finance/agreements/types"))
+
+    async def search_catalog(self, text: str | None = None, *, limit: int = 50) -> list[schemas.CatalogItem]:
+        condition = ACTIVE
+        if text:
+            condition = condition & (F("identifier").contains_text(text) | F("description").contains_text(text))
+        rows = await self.list_pages(
+            "/procurement/catalog",
+            conditions=condition,
+            order_by="identifier asc",
+            page_size=min(limit, MAX_PAGE_SIZE),
+            limit=limit,
+        )
+        return self._parse(schemas.CatalogItem, rows)
+
+    async def get_catalog_item(self, item_id: int) -> schemas.CatalogItem:
+        return schemas.CatalogItem.model_validate(await self.get(f"/procurement/catalog/{item_id}"))
+
+    async def find_catalog_items(self, condition: Condition) -> list[schemas.CatalogItem]:
+        return self._parse(schemas.CatalogItem, await self.list_pages("/procurement/catalog", conditions=condition))
+
+    async def create_catalog_item(self, body: dict[str, Any]) -> schemas.CatalogItem:
+        return schemas.CatalogItem.model_validate(await self.post("/procurement/catalog", body))
+
+    async def list_categories(self) -> list[schemas.NamedItem]:
+        return self._parse(schemas.NamedItem, await self.list_pages("/procurement/categories", conditions=ACTIVE))
+
+    async def list_subcategories(self) -> list[schemas.NamedItem]:
+        return self._parse(
+            schemas.NamedItem,
+            await self.list_pages("/procurement/subcategories/", conditions=ACTIVE),
+        )
+
+    async def list_product_types(self) -> list[schemas.NamedItem]:
+        return self._parse(schemas.NamedItem, await self.list_pages("/procurement/types", conditions=ACTIVE))
+
+    async def list_units_of_measure(self) -> list[schemas.NamedItem]:
+        return self._parse(
+            schemas.NamedItem,
+            await self.list_pages("/procurement/unitOfMeasures", conditions=ACTIVE),
+        )
+
+    async def list_additions(self, agreement_id: int, *, conditions: Condition | None = None) -> list[schemas.Addition]:
+        rows = await self.list_pages(f"/finance/agreements/{agreement_id}/additions", conditions=conditions)
+        return self._parse(schemas.Addition, rows)
+
+    async def get_addition(self, agreement_id: int, addition_id: int) -> schemas.Addition:
+        return schemas.Addition.model_validate(
+            await self.get(f"/finance/agreements/{agreement_id}/additions/{addition_id}")
+        )
+
+    async def create_addition(self, agreement_id: int, body: dict[str, Any]) -> schemas.Addition:
+        return schemas.Addition.model_validate(await self.post(f"/finance/agreements/{agreement_id}/additions", body))
+
+    async def patch_addition(
+        self, agreement_id: int, addition_id: int, operations: Sequence[PatchOp]
+    ) -> schemas.Addition:
+        return schemas.Addition.model_validate(
+            await self.patch(f"/finance/agreements/{agreement_id}/additions/{addition_id}", operations)
+        )
+
+    async def cancel_addition(self, agreement_id: int, addition_id: int, *, on: datetime) -> schemas.Addition:
+        """End billing for an addition: CW keeps the line with a cancelled date (history), never a delete."""
+        return await self.patch_addition(
+            agreement_id, addition_id, [replace("cancelledDate", on.strftime("%Y-%m-%dT%H:%M:%SZ"))]
+        )

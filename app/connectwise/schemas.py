@@ -1,0 +1,145 @@
+"""ConnectWise objects as this service reads them: parsed at the boundary, unknown fields ignored.
+
+Money comes back as JSON numbers; it is read as Decimal from the number's text (never through float)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class CWModel(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+
+
+class Ref(CWModel):
+    id: int | None = None
+    name: str | None = None
+    identifier: str | None = None
+
+
+def _to_decimal(value: Any) -> Any:
+    if value is None or isinstance(value, Decimal):
+        return value
+    if isinstance(value, int | float | str):
+        return Decimal(str(value))
+    return value
+
+
+def _to_datetime(value: Any) -> Any:
+    if isinstance(value, str) and value:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return value or None
+
+
+class Info(CWModel):
+    version: str | None = None
+    is_cloud: bool | None = Field(default=None, alias="isCloud")
+    server_time_zone: str | None = Field(default=None, alias="serverTimeZone")
+    cloud_region: str | None = Field(default=None, alias="cloudRegion")
+
+
+class CompanyInfo(CWModel):
+    """`/login/companyinfo/{company}` (PascalCase, strings for booleans)."""
+
+    company_name: str | None = Field(default=None, alias="CompanyName")
+    codebase: str = Field(alias="Codebase")
+    version_code: str | None = Field(default=None, alias="VersionCode")
+    is_cloud: bool = Field(default=False, alias="IsCloud")
+
+    @field_validator("is_cloud", mode="before")
+    @classmethod
+    def _bool(cls, value: Any) -> Any:
+        return value.strip().lower() == "true" if isinstance(value, str) else value
+
+
+class Company(CWModel):
+    id: int
+    identifier: str
+    name: str
+    status: Ref | None = None
+    deleted_flag: bool | None = Field(default=None, alias="deletedFlag")
+    info: dict[str, Any] | None = Field(default=None, alias="_info")
+
+
+class Agreement(CWModel):
+    id: int
+    name: str
+    type: Ref | None = None
+    company: Ref | None = None
+    start_date: datetime | None = Field(default=None, alias="startDate")
+    end_date: datetime | None = Field(default=None, alias="endDate")
+    no_ending_date_flag: bool | None = Field(default=None, alias="noEndingDateFlag")
+    cancelled_flag: bool | None = Field(default=None, alias="cancelledFlag")
+    agreement_status: str | None = Field(default=None, alias="agreementStatus")
+    billing_cycle: Ref | None = Field(default=None, alias="billingCycle")
+    bill_start_date: datetime | None = Field(default=None, alias="billStartDate")
+    prorate_flag: bool | None = Field(default=None, alias="prorateFlag")
+    parent_agreement: Ref | None = Field(default=None, alias="parentAgreement")
+
+    _dates = field_validator("start_date", "end_date", "bill_start_date", mode="before")(_to_datetime)
+
+
+class BillingCycle(CWModel):
+    id: int
+    identifier: str | None = None
+    name: str
+    billing_options: str | None = Field(default=None, alias="billingOptions")
+
+
+class CatalogItem(CWModel):
+    id: int
+    identifier: str
+    description: str
+    inactive_flag: bool | None = Field(default=None, alias="inactiveFlag")
+    product_class: str | None = Field(default=None, alias="productClass")
+    price: Decimal | None = None
+    cost: Decimal | None = None
+    subcategory: Ref | None = None
+    type: Ref | None = None
+    unit_of_measure: Ref | None = Field(default=None, alias="unitOfMeasure")
+    customer_description: str | None = Field(default=None, alias="customerDescription")
+    taxable_flag: bool | None = Field(default=None, alias="taxableFlag")
+
+    _money = field_validator("price", "cost", mode="before")(_to_decimal)
+
+
+class Addition(CWModel):
+    id: int
+    product: Ref
+    quantity: Decimal | None = None
+    less_included: Decimal | None = Field(default=None, alias="lessIncluded")
+    unit_price: Decimal | None = Field(default=None, alias="unitPrice")
+    unit_cost: Decimal | None = Field(default=None, alias="unitCost")
+    bill_customer: str | None = Field(default=None, alias="billCustomer")
+    effective_date: datetime | None = Field(default=None, alias="effectiveDate")
+    cancelled_date: datetime | None = Field(default=None, alias="cancelledDate")
+    serial_number: str | None = Field(default=None, alias="serialNumber")
+    invoice_description: str | None = Field(default=None, alias="invoiceDescription")
+    description: str | None = None
+    agreement_id: int | None = Field(default=None, alias="agreementId")
+    ext_price: Decimal | None = Field(default=None, alias="extPrice")
+    ext_cost: Decimal | None = Field(default=None, alias="extCost")
+    info: dict[str, Any] | None = Field(default=None, alias="_info")
+
+    _money = field_validator(
+        "quantity", "less_included", "unit_price", "unit_cost", "ext_price", "ext_cost", mode="before"
+    )(_to_decimal)
+    _dates = field_validator("effective_date", "cancelled_date", mode="before")(_to_datetime)
+
+    @property
+    def last_updated(self) -> str | None:
+        return (self.info or {}).get("lastUpdated")
+
+
+class NamedItem(CWModel):
+    """Categories, subcategories, product types, units of measure: what creating a product needs."""
+
+    id: int
+    name: str
+    inactive_flag: bool | None = Field(default=None, alias="inactiveFlag")
+    category: Ref | None = None
