@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app.connectwise.budget import BudgetRegistry
+from app.connectwise.client import DEFAULT_TIMEOUT
+from app.connectwise.sandbox.app import Sandbox
 from app.db.session import create_engine, create_sessionmaker
 from app.metrics import Metrics
 from app.security.encryption import SecretBox
@@ -20,11 +24,24 @@ class AppContext:
     sessionmaker: async_sessionmaker[AsyncSession]
     tokens: TokenIssuer
     secrets: SecretBox
+    cw_http: httpx.AsyncClient
+    budgets: BudgetRegistry
+    sandbox: Sandbox | None = None
+    sandbox_http: httpx.AsyncClient | None = None
     metrics: Metrics = field(default_factory=Metrics)
 
+    async def aclose(self) -> None:
+        await self.cw_http.aclose()
+        if self.sandbox_http is not None:
+            await self.sandbox_http.aclose()
+
     @classmethod
-    def build(cls, settings: Settings, *, engine: AsyncEngine | None = None) -> AppContext:
+    def build(
+        cls, settings: Settings, *, engine: AsyncEngine | None = None, sandbox: Sandbox | None = None
+    ) -> AppContext:
         engine = engine or create_engine(settings.database_url)
+        if sandbox is None and settings.cw_sandbox:
+            sandbox = Sandbox()
         if settings.jwt_signing_key is None:
             raise ValueError("settings were not validated: JWT_SIGNING_KEY is missing")
         return cls(
@@ -38,4 +55,9 @@ class AppContext:
                 ttl_seconds=settings.token_ttl_seconds,
             ),
             secrets=SecretBox([k.get_secret_value() for k in settings.encryption_keys]),
+            # Redirects are never followed: a CW site cannot bounce us to an internal address.
+            cw_http=httpx.AsyncClient(timeout=DEFAULT_TIMEOUT, follow_redirects=False),
+            budgets=BudgetRegistry(settings.cw_requests_per_minute),
+            sandbox=sandbox,
+            sandbox_http=sandbox.http_client(timeout=DEFAULT_TIMEOUT) if sandbox else None,
         )

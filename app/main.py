@@ -8,8 +8,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.api import auth, health, openapi_components, webhooks
-from app.api.problems import install_problem_handlers
+from app.api import auth, billing, companies, connection, health, openapi_components, webhooks
+from app.api.problems import install_connectwise_handlers, install_problem_handlers
+from app.connectwise.sandbox.app import Sandbox
 from app.context import AppContext
 from app.logging import configure_logging
 from app.middleware import RequestContextMiddleware
@@ -19,10 +20,12 @@ API_TITLE = "cw-billing-sync"
 API_VERSION = "0.1.0"
 
 
-def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, engine: AsyncEngine | None = None, sandbox: Sandbox | None = None
+) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(json=settings.log_as_json(), level=settings.log_level)
-    ctx = AppContext.build(settings, engine=engine)
+    ctx = AppContext.build(settings, engine=engine, sandbox=sandbox)
     owns_engine = engine is None
 
     @asynccontextmanager
@@ -30,6 +33,7 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
         try:
             yield
         finally:
+            await ctx.aclose()
             if owns_engine:
                 await ctx.engine.dispose()
 
@@ -41,9 +45,13 @@ def create_app(settings: Settings | None = None, *, engine: AsyncEngine | None =
     )
     app.state.ctx = ctx
     install_problem_handlers(app)
+    install_connectwise_handlers(app)
     app.add_middleware(RequestContextMiddleware, metrics=ctx.metrics)
     app.include_router(health.router)
     app.include_router(auth.router)
     app.include_router(webhooks.router)
+    app.include_router(connection.router)
+    app.include_router(billing.router)
+    app.include_router(companies.router)
     openapi_components.install(app)
     return app

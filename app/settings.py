@@ -49,6 +49,18 @@ class Settings(BaseSettings):
     # Comma-separated base64url 32-byte keys, newest first: the first encrypts, all decrypt.
     encryption_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     webhook_secret_grace_hours: int = Field(default=24, ge=0, le=24 * 30)
+    cw_sandbox: bool = Field(
+        default=True,
+        description="Serve an in-process ConnectWise sandbox at https://sandbox.connectwise.invalid (dev/demo).",
+    )
+    cw_allow_private_sites: bool = Field(
+        default=False,
+        description="Allow http:// and loopback/private CW site URLs (the standalone sandbox). Dev only.",
+    )
+    cw_requests_per_minute: int = Field(
+        default=1000, ge=1, le=100_000, description="Per-tenant ConnectWise request budget of this process."
+    )
+    cw_api_version: str = Field(default="2025.16", pattern=r"^\d{4}\.\d{1,2}$")
     log_format: str = Field(default="auto", pattern="^(auto|json|console)$")
     log_level: str = "INFO"
     host: str = "127.0.0.1"
@@ -91,6 +103,8 @@ def validate_secrets(settings: Settings) -> None:
         )
     if _looks_like_placeholder(raw):
         raise ConfigurationError("JWT_SIGNING_KEY looks like a placeholder; set a random value")
+    if settings.app_env is Environment.production and settings.cw_allow_private_sites:
+        raise ConfigurationError("CW_ALLOW_PRIVATE_SITES is for dev mode only; it disables the SSRF guard")
     if not settings.encryption_keys:
         raise ConfigurationError("ENCRYPTION_KEYS is not set; generate one with: cw-billing-sync keys generate")
     # Imported here: settings must stay importable without the crypto stack for the CLI's help text.

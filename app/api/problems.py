@@ -115,3 +115,52 @@ def install_problem_handlers(app: FastAPI) -> None:
             title="Internal server error",
             detail="An unexpected error occurred; it has been logged.",
         )
+
+
+def install_connectwise_handlers(app: FastAPI) -> None:
+    """ConnectWise failures seen by an API call: CW's own message, so the MSP can act on it."""
+    from app.connectwise.errors import (
+        CWError,
+        CWNotFoundError,
+        CWRetryableError,
+        CWThrottledError,
+        CWValidationError,
+    )
+
+    @app.exception_handler(CWError)
+    async def _cw_error(request: Request, exc: CWError) -> JSONResponse:
+        errors = [{"field": e.field, "code": e.code, "message": e.message} for e in exc.errors] or None
+        if isinstance(exc, CWRetryableError):
+            retry = exc.retry_after if isinstance(exc, CWThrottledError) and exc.retry_after else 30
+            return problem_response(
+                request,
+                status=503,
+                code="cw_unavailable",
+                title="ConnectWise is unavailable or throttling; try again later",
+                detail=exc.describe(),
+                headers={"Retry-After": str(int(retry))},
+            )
+        if isinstance(exc, CWNotFoundError):
+            return problem_response(
+                request, status=404, code="cw_not_found", title="Not found in ConnectWise", detail=exc.describe()
+            )
+        code = "cw_validation" if isinstance(exc, CWValidationError) else "cw_rejected"
+        return problem_response(
+            request,
+            status=424,
+            code=code,
+            title="ConnectWise rejected the request",
+            detail=exc.describe(),
+            cw_status=exc.status,
+            errors=errors,
+        )
+
+
+CW_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    424: {
+        "model": Problem,
+        "description": "ConnectWise rejected the request (its message is in detail)",
+        "content": {PROBLEM_JSON: {}},
+    },
+    503: {"model": Problem, "description": "ConnectWise is unavailable or throttling", "content": {PROBLEM_JSON: {}}},
+}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -10,7 +10,7 @@ from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, St
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, TimestampMixin, new_id, utcnow
-from app.db.types import Money, UTCDateTime
+from app.db.types import CalendarDate, Money, UTCDateTime
 
 
 def _tenant_fk() -> ForeignKey:
@@ -90,6 +90,12 @@ class Company(TimestampMixin, Base):
     unit_cost_override: Mapped[Decimal | None] = mapped_column(Money())
     cw_company_id: Mapped[int | None] = mapped_column(Integer)
     cw_agreement_id: Mapped[int | None] = mapped_column(Integer)
+    # What the agreement looked like when mapped (refreshed by every reconcile): the billing period's source.
+    agreement_name: Mapped[str | None] = mapped_column(String(200))
+    billing_cycle: Mapped[str | None] = mapped_column(String(16))
+    bill_start_date: Mapped[date | None] = mapped_column(CalendarDate())
+    agreement_prorate: Mapped[bool | None] = mapped_column(Boolean)
+    mapped_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class WebhookInbox(Base):
@@ -148,3 +154,59 @@ class SyncState(Base):
     last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     claimed_by: Mapped[str | None] = mapped_column(String(100))
     claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class CwConnection(Base):
+    """A tenant's ConnectWise connection. The private key and clientId are encrypted (tenant-bound)."""
+
+    __tablename__ = "cw_connection"
+
+    tenant_id: Mapped[str] = mapped_column(String(36), _tenant_fk(), primary_key=True)
+    site_url: Mapped[str] = mapped_column(String(300), nullable=False)
+    login_company_id: Mapped[str] = mapped_column(String(100), nullable=False)
+    public_key: Mapped[str] = mapped_column(String(200), nullable=False)
+    private_key_encrypted: Mapped[str] = mapped_column(Text, nullable=False)
+    client_id_encrypted: Mapped[str] = mapped_column(Text, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow, nullable=False)
+
+
+class BillingProduct(Base):
+    """The CW catalog item the vendor's licenses are billed as, with the tenant's default price and cost."""
+
+    __tablename__ = "billing_product"
+
+    tenant_id: Mapped[str] = mapped_column(String(36), _tenant_fk(), primary_key=True)
+    cw_catalog_item_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    identifier: Mapped[str] = mapped_column(String(100), nullable=False)
+    description: Mapped[str] = mapped_column(String(200), nullable=False, default="")
+    unit_price: Mapped[Decimal] = mapped_column(Money(), nullable=False)
+    unit_cost: Mapped[Decimal] = mapped_column(Money(), nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow, nullable=False)
+
+
+class TrackedAddition(Base):
+    """An agreement addition this service owns (created or adopted), with what it last wrote to it.
+
+    `marker` is a stable key also written into the addition's serial number, so a create whose outcome is unknown
+    can be looked up in CW before anything is created again. `last_written` is compared with CW before every
+    write: a difference is drift (a hand edit) and is never silently overwritten.
+    """
+
+    __tablename__ = "tracked_addition"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "marker"),
+        Index("ix_tracked_addition_company", "company_id", "role"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(36), _tenant_fk(), nullable=False)
+    company_id: Mapped[str] = mapped_column(String(36), ForeignKey("company.id", ondelete="CASCADE"), nullable=False)
+    cw_agreement_id: Mapped[int] = mapped_column(Integer, nullable=False)
+    role: Mapped[str] = mapped_column(String(16), nullable=False)  # base | proration | delta
+    marker: Mapped[str] = mapped_column(String(50), nullable=False)
+    period_start: Mapped[date | None] = mapped_column(CalendarDate())
+    cw_addition_id: Mapped[int | None] = mapped_column(Integer)
+    adopted: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    last_written: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    last_written_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

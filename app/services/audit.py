@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -26,8 +28,21 @@ async def record_audit(
         action=action,
         object_type=object_type,
         object_id=object_id,
-        before=before,
-        after=after,
+        before=jsonable(before),
+        after=jsonable(after),
     )
     session.add(event)
     return event
+
+
+def jsonable(value: Any) -> Any:
+    """Decimals as strings, datetimes and dates as ISO text: what JSON columns and API clients can hold."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return value

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.base import utcnow
@@ -31,3 +32,26 @@ async def schedule_sync(
         state.status = "pending"
         state.attempts = 0
     return state
+
+
+async def schedule_eligible(
+    session: AsyncSession, *, tenant_id: str, reason: str, only_default_priced: bool = False
+) -> int:
+    """Schedule every company that can sync now (billing on, enabled, mapped, not deleted)."""
+    from app.db.models import Company, Tenant
+
+    tenant = await session.get(Tenant, tenant_id)
+    if tenant is None or not tenant.billing_enabled:
+        return 0
+    statement = select(Company.id).where(
+        Company.tenant_id == tenant_id,
+        Company.billing_enabled.is_(True),
+        Company.deleted_at.is_(None),
+        Company.cw_agreement_id.is_not(None),
+    )
+    if only_default_priced:
+        statement = statement.where((Company.unit_price_override.is_(None)) | (Company.unit_cost_override.is_(None)))
+    ids = list(await session.scalars(statement))
+    for company_id in ids:
+        await schedule_sync(session, tenant_id=tenant_id, company_id=company_id, reason=reason)
+    return len(ids)

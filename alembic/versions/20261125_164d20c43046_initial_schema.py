@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 55726315ff4b
+Revision ID: 164d20c43046
 Revises: 
-Create Date: 2026-11-25 17:20:36.379551
+Create Date: 2026-11-25 17:41:56.703711
 """
 
 from collections.abc import Sequence
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 import app.db.types
 from alembic import op
 
-revision: str = '55726315ff4b'
+revision: str = '164d20c43046'
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -64,6 +64,17 @@ def upgrade() -> None:
     with op.batch_alter_table('audit_event', schema=None) as batch_op:
         batch_op.create_index('ix_audit_event_tenant_created', ['tenant_id', 'created_at'], unique=False)
 
+    op.create_table('billing_product',
+    sa.Column('tenant_id', sa.String(length=36), nullable=False),
+    sa.Column('cw_catalog_item_id', sa.Integer(), nullable=False),
+    sa.Column('identifier', sa.String(length=100), nullable=False),
+    sa.Column('description', sa.String(length=200), nullable=False),
+    sa.Column('unit_price', app.db.types.Money(precision=18, scale=4), nullable=False),
+    sa.Column('unit_cost', app.db.types.Money(precision=18, scale=4), nullable=False),
+    sa.Column('updated_at', app.db.types.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['tenant_id'], ['tenant.id'], name=op.f('fk_billing_product_tenant_id_tenant'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('tenant_id', name=op.f('pk_billing_product'))
+    )
     op.create_table('company',
     sa.Column('id', sa.String(length=36), nullable=False),
     sa.Column('tenant_id', sa.String(length=36), nullable=False),
@@ -79,10 +90,26 @@ def upgrade() -> None:
     sa.Column('unit_cost_override', app.db.types.Money(precision=18, scale=4), nullable=True),
     sa.Column('cw_company_id', sa.Integer(), nullable=True),
     sa.Column('cw_agreement_id', sa.Integer(), nullable=True),
+    sa.Column('agreement_name', sa.String(length=200), nullable=True),
+    sa.Column('billing_cycle', sa.String(length=16), nullable=True),
+    sa.Column('bill_start_date', app.db.types.CalendarDate(), nullable=True),
+    sa.Column('agreement_prorate', sa.Boolean(), nullable=True),
+    sa.Column('mapped_at', app.db.types.UTCDateTime(timezone=True), nullable=True),
     sa.Column('created_at', app.db.types.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['tenant_id'], ['tenant.id'], name=op.f('fk_company_tenant_id_tenant'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_company')),
     sa.UniqueConstraint('tenant_id', 'external_id', name=op.f('uq_company_tenant_id_external_id'))
+    )
+    op.create_table('cw_connection',
+    sa.Column('tenant_id', sa.String(length=36), nullable=False),
+    sa.Column('site_url', sa.String(length=300), nullable=False),
+    sa.Column('login_company_id', sa.String(length=100), nullable=False),
+    sa.Column('public_key', sa.String(length=200), nullable=False),
+    sa.Column('private_key_encrypted', sa.Text(), nullable=False),
+    sa.Column('client_id_encrypted', sa.Text(), nullable=False),
+    sa.Column('updated_at', app.db.types.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['tenant_id'], ['tenant.id'], name=op.f('fk_cw_connection_tenant_id_tenant'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('tenant_id', name=op.f('pk_cw_connection'))
     )
     op.create_table('webhook_inbox',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
@@ -150,11 +177,36 @@ def upgrade() -> None:
         batch_op.create_index('ix_sync_state_due', ['due_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_sync_state_tenant_id'), ['tenant_id'], unique=False)
 
+    op.create_table('tracked_addition',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('tenant_id', sa.String(length=36), nullable=False),
+    sa.Column('company_id', sa.String(length=36), nullable=False),
+    sa.Column('cw_agreement_id', sa.Integer(), nullable=False),
+    sa.Column('role', sa.String(length=16), nullable=False),
+    sa.Column('marker', sa.String(length=50), nullable=False),
+    sa.Column('period_start', app.db.types.CalendarDate(), nullable=True),
+    sa.Column('cw_addition_id', sa.Integer(), nullable=True),
+    sa.Column('adopted', sa.Boolean(), nullable=False),
+    sa.Column('last_written', sa.JSON(), nullable=True),
+    sa.Column('last_written_at', app.db.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('retired_at', app.db.types.UTCDateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_tracked_addition_company_id_company'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['tenant_id'], ['tenant.id'], name=op.f('fk_tracked_addition_tenant_id_tenant'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_tracked_addition')),
+    sa.UniqueConstraint('tenant_id', 'marker', name=op.f('uq_tracked_addition_tenant_id_marker'))
+    )
+    with op.batch_alter_table('tracked_addition', schema=None) as batch_op:
+        batch_op.create_index('ix_tracked_addition_company', ['company_id', 'role'], unique=False)
+
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
+    with op.batch_alter_table('tracked_addition', schema=None) as batch_op:
+        batch_op.drop_index('ix_tracked_addition_company')
+
+    op.drop_table('tracked_addition')
     with op.batch_alter_table('sync_state', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_sync_state_tenant_id'))
         batch_op.drop_index('ix_sync_state_due')
@@ -172,7 +224,9 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_webhook_inbox_received_at'))
 
     op.drop_table('webhook_inbox')
+    op.drop_table('cw_connection')
     op.drop_table('company')
+    op.drop_table('billing_product')
     with op.batch_alter_table('audit_event', schema=None) as batch_op:
         batch_op.drop_index('ix_audit_event_tenant_created')
 

@@ -1,0 +1,51 @@
+"""Shared API types. Money is a decimal string in responses ("3.00") and a decimal (string or number) in requests."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, Field
+
+from app.domain.money import is_valid_price
+
+MONEY_PATTERN = r"^-?\d+\.\d{2,4}$"
+
+
+def _check_price(value: Decimal) -> Decimal:
+    if not is_valid_price(value):
+        raise ValueError("must be a non-negative amount with at most 4 decimal places, below 10^14")
+    return value
+
+
+PriceIn = Annotated[
+    Decimal,
+    AfterValidator(_check_price),
+    Field(description='A unit price or cost, e.g. "3.00" (up to 4 decimals)', json_schema_extra={"examples": ["3.00"]}),
+]
+MoneyStr = Annotated[str, Field(pattern=MONEY_PATTERN, examples=["3.00"])]
+
+
+def money_str(value: Decimal | None) -> str | None:
+    """`3` → "3.00", `3.125` → "3.125": at least the minor unit, never more places than stored."""
+    if value is None:
+        return None
+    if value == value.quantize(Decimal("0.01")):
+        return f"{value.quantize(Decimal('0.01'))}"
+    return f"{value.normalize():f}"
+
+
+class Page(BaseModel):
+    total: int
+    limit: int
+    offset: int
+
+
+def present(model: BaseModel, name: str) -> bool:
+    """Whether the request set `name` (explicit null included), as opposed to leaving it out."""
+    return name in model.model_fields_set
+
+
+def dump_changes(before: dict[str, Any], after: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    keys = [k for k in after if before.get(k) != after.get(k)]
+    return {k: before.get(k) for k in keys}, {k: after[k] for k in keys}

@@ -1,0 +1,89 @@
+"""SSRF guard for the ConnectWise site URL an MSP enters.
+
+Production: `https://host` only — no userinfo, port 443 (or none), no path tricks, and the host (any IPv4 spelling
+`inet_aton` accepts: decimal `2130706433`, hex `0x7f000001`, octal, short forms; any IPv6 form) and every address it
+resolves to must be public. Nothing connects before the check passes; the CW client never follows redirects.
+Dev: the in-process sandbox host, and (with CW_ALLOW_PRIVATE_SITES) http and loopback/private addresses.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
+
+Resolver = Callable[[str], Awaitable[list[str]]]
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class UnsafeSiteError(ValueError):
+    """The URL may not be used as a ConnectWise site. The message says why."""
+
+
+async def system_resolver(host: str) -> list[str]:
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(host, 443, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        raise UnsafeSiteError(f"{host} does not resolve") from None
+    return sorted({str(info[4][0]) for info in infos})
+
+
+def _literal_address(host: str) -> IpAddress | None:
+    """The address if `host` is an IP literal in any spelling, else None."""
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        pass
+    try:
+        packed = socket.inet_aton(host)  # accepts 2130706433, 0x7f000001, 0177.0.0.1, 127.1, …
+    except OSError:
+        return None
+    return ipaddress.IPv4Address(packed)
+
+
+def _is_public(address: IpAddress) -> bool:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return _is_public(address.ipv4_mapped)
+    return address.is_global and not address.is_multicast
+
+
+async def check_site_url(
+    url: str,
+    *,
+    allow_private: bool = False,
+    trusted_hosts: frozenset[str] = frozenset(),
+    resolver: Resolver = system_resolver,
+) -> str:
+    """Validate and normalize to `scheme://host[:port]`; raise `UnsafeSiteError` with the reason."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        raise UnsafeSiteError("not a valid URL") from None
+    host = (parts.hostname or "").lower()
+    if not host:
+        raise UnsafeSiteError("the URL has no host")
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        raise UnsafeSiteError("credentials in the URL are not allowed")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise UnsafeSiteError("give only the site, e.g. https://na.myconnectwise.net")
+    if f"{parts.scheme}://{host}" in trusted_hosts and port is None:
+        return f"{parts.scheme}://{host}"
+    if parts.scheme != "https" and not (allow_private and parts.scheme == "http"):
+        raise UnsafeSiteError("the site must use https")
+    if port not in (None, 443) and not allow_private:
+        raise UnsafeSiteError("only the standard https port (443) is allowed")
+    literal = _literal_address(host)
+    addresses = [literal] if literal is not None else [ipaddress.ip_address(a) for a in await resolver(host)]
+    if not addresses:
+        raise UnsafeSiteError(f"{host} does not resolve")
+    if not allow_private:
+        for address in addresses:
+            if not _is_public(address):
+                raise UnsafeSiteError(f"{host} resolves to a non-public address ({address})")
+    netloc = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{netloc}" + (f":{port}" if port not in (None, 443) else "")
