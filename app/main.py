@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.api import auth, billing, companies, connection, health, openapi_components, webhooks
+from app.api import auth, billing, companies, connection, health, openapi_components, sync, webhooks
 from app.api.problems import install_connectwise_handlers, install_problem_handlers
 from app.connectwise.sandbox.app import Sandbox
 from app.context import AppContext
@@ -30,9 +32,20 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        worker_task = None
+        worker = None
+        if settings.run_worker:
+            # SQLite: this is the single worker. PostgreSQL: one of many (each claims with SKIP LOCKED).
+            from app.sync.worker import Worker
+
+            worker = Worker(ctx, full_reconcile_every=timedelta(hours=settings.full_reconcile_hours))
+            worker_task = asyncio.create_task(worker.run_forever(), name="sync-worker")
         try:
             yield
         finally:
+            if worker is not None and worker_task is not None:
+                worker.stop()
+                await worker_task
             await ctx.aclose()
             if owns_engine:
                 await ctx.engine.dispose()
@@ -53,5 +66,6 @@ def create_app(
     app.include_router(connection.router)
     app.include_router(billing.router)
     app.include_router(companies.router)
+    app.include_router(sync.router)
     openapi_components.install(app)
     return app

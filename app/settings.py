@@ -61,6 +61,10 @@ class Settings(BaseSettings):
         default=1000, ge=1, le=100_000, description="Per-tenant ConnectWise request budget of this process."
     )
     cw_api_version: str = Field(default="2025.16", pattern=r"^\d{4}\.\d{1,2}$")
+    run_worker: bool = Field(default=True, description="Run the sync worker inside the API process.")
+    full_reconcile_hours: float = Field(
+        default=6.0, gt=0, le=24 * 7, description="How often every mapped company is reconciled in full."
+    )
     log_format: str = Field(default="auto", pattern="^(auto|json|console)$")
     log_level: str = "INFO"
     host: str = "127.0.0.1"

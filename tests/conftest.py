@@ -96,6 +96,7 @@ def settings(database_url: str, tmp_dir: Path) -> Settings:
         encryption_keys=[SecretStr(TEST_ENCRYPTION_KEY)],
         log_format="json",
         log_level="WARNING",
+        run_worker=False,  # tests drive the worker directly
     )
 
 

@@ -66,8 +66,8 @@ class AuditEvent(Base):
     action: Mapped[str] = mapped_column(String(100), nullable=False)
     object_type: Mapped[str] = mapped_column(String(50), nullable=False)
     object_id: Mapped[str | None] = mapped_column(String(100))
-    before: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    after: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
 
 
 class Company(TimestampMixin, Base):
@@ -154,6 +154,14 @@ class SyncState(Base):
     last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     claimed_by: Mapped[str | None] = mapped_column(String(100))
     claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    drift: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON(none_as_null=True))
+    pending_plan: Mapped[dict[str, Any] | None] = mapped_column(
+        JSON(none_as_null=True)
+    )  # review mode: the change set to approve
+    approved_generation: Mapped[int | None] = mapped_column(Integer)
+    cw_snapshot: Mapped[dict[str, Any] | None] = mapped_column(
+        JSON(none_as_null=True)
+    )  # what CW held at the last reconcile
 
 
 class CwConnection(Base):
@@ -207,6 +215,10 @@ class TrackedAddition(Base):
     period_start: Mapped[date | None] = mapped_column(CalendarDate())
     cw_addition_id: Mapped[int | None] = mapped_column(Integer)
     adopted: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
-    last_written: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # Set (and committed) before a create is sent: a later run looks the marker up before creating again.
+    create_pending: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    # The values a write in flight is about to set: if CW holds them on the next run, it was our write, not drift.
+    pending_write: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    last_written: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     last_written_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

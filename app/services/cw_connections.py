@@ -69,7 +69,9 @@ def _credentials(ctx: AppContext, connection: CwConnection, tenant_id: str) -> C
     )
 
 
-def client_for(ctx: AppContext, connection: CwConnection) -> ConnectWiseClient:
+def client_for(
+    ctx: AppContext, connection: CwConnection, *, attempts: int = 6, retry_timeout: float = 120.0
+) -> ConnectWiseClient:
     """A CW client for this tenant: the in-process sandbox's transport for its site, the network otherwise."""
     if connection.site_url == IN_PROCESS_SITE and ctx.sandbox_http is not None:
         http = ctx.sandbox_http
@@ -89,6 +91,8 @@ def client_for(ctx: AppContext, connection: CwConnection) -> ConnectWiseClient:
         budget=ctx.budgets.for_tenant(connection.tenant_id),
         api_version=ctx.settings.cw_api_version,
         on_call=lambda method, outcome: metrics.cw_calls.labels(method, outcome).inc(),
+        attempts=attempts,
+        retry_timeout=retry_timeout,
     )
 
 

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 164d20c43046
+Revision ID: f788a5e8ef1f
 Revises: 
-Create Date: 2026-11-25 17:41:56.703711
+Create Date: 2026-11-25 17:49:54.042248
 """
 
 from collections.abc import Sequence
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 import app.db.types
 from alembic import op
 
-revision: str = '164d20c43046'
+revision: str = 'f788a5e8ef1f'
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -56,8 +56,8 @@ def upgrade() -> None:
     sa.Column('action', sa.String(length=100), nullable=False),
     sa.Column('object_type', sa.String(length=50), nullable=False),
     sa.Column('object_id', sa.String(length=100), nullable=True),
-    sa.Column('before', sa.JSON(), nullable=True),
-    sa.Column('after', sa.JSON(), nullable=True),
+    sa.Column('before', sa.JSON(none_as_null=True), nullable=True),
+    sa.Column('after', sa.JSON(none_as_null=True), nullable=True),
     sa.ForeignKeyConstraint(['tenant_id'], ['tenant.id'], name=op.f('fk_audit_event_tenant_id_tenant'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_audit_event'))
     )
@@ -169,6 +169,10 @@ def upgrade() -> None:
     sa.Column('last_success_at', app.db.types.UTCDateTime(timezone=True), nullable=True),
     sa.Column('claimed_by', sa.String(length=100), nullable=True),
     sa.Column('claimed_until', app.db.types.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('drift', sa.JSON(none_as_null=True), nullable=True),
+    sa.Column('pending_plan', sa.JSON(none_as_null=True), nullable=True),
+    sa.Column('approved_generation', sa.Integer(), nullable=True),
+    sa.Column('cw_snapshot', sa.JSON(none_as_null=True), nullable=True),
     sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_sync_state_company_id_company'), ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['tenant_id'], ['tenant.id'], name=op.f('fk_sync_state_tenant_id_tenant'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('company_id', name=op.f('pk_sync_state'))
@@ -187,7 +191,9 @@ def upgrade() -> None:
     sa.Column('period_start', app.db.types.CalendarDate(), nullable=True),
     sa.Column('cw_addition_id', sa.Integer(), nullable=True),
     sa.Column('adopted', sa.Boolean(), nullable=False),
-    sa.Column('last_written', sa.JSON(), nullable=True),
+    sa.Column('create_pending', sa.Boolean(), nullable=False),
+    sa.Column('pending_write', sa.JSON(none_as_null=True), nullable=True),
+    sa.Column('last_written', sa.JSON(none_as_null=True), nullable=True),
     sa.Column('last_written_at', app.db.types.UTCDateTime(timezone=True), nullable=True),
     sa.Column('retired_at', app.db.types.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['company_id'], ['company.id'], name=op.f('fk_tracked_addition_company_id_company'), ondelete='CASCADE'),

@@ -1,0 +1,331 @@
+"""One reconcile of one company: read what CW holds, plan, apply — with every step safe to crash in.
+
+Transactions are short and never span a CW call. Before a create, the tracked row is committed with
+`create_pending`; before any write, the values about to be written are committed as `pending_write`. A crash or a
+lost response therefore leaves enough behind for the next run to recognise its own write (by marker, by values)
+instead of creating a duplicate or calling its own write a hand edit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.connectwise.client import ConnectWiseClient, replace
+from app.connectwise.conditions import F
+from app.connectwise.errors import CWNotFoundError
+from app.connectwise.schemas import Addition
+from app.context import AppContext
+from app.db.base import utcnow
+from app.db.models import BillingProduct, Company, SyncState, Tenant, TrackedAddition
+from app.domain.plan import (
+    MANAGED_FIELDS,
+    ActualAddition,
+    Operation,
+    OpKind,
+    Plan,
+    Role,
+    desired_additions,
+    plan,
+)
+from app.domain.proration import ProrationMode
+from app.services.audit import record_audit
+from app.services.billing_inputs import (
+    current_fields,
+    fields_from_json,
+    fields_payload,
+    fields_to_json,
+    load_inputs,
+    same_fields,
+)
+from app.services.cw_connections import get_connection
+from app.services.mapping import MappingRejectedError, check_agreement
+
+# A hook for fault-injection tests: called with a step name; raising simulates a crash at that step.
+CrashHook = Callable[[str], Awaitable[None]]
+
+
+async def _no_crash(_step: str) -> None:
+    return None
+
+
+class MappingStaleError(Exception):
+    """The mapped agreement can no longer take license billing (cancelled, expired, gone)."""
+
+
+@dataclass
+class Outcome:
+    status: str  # in_sync | drift | awaiting_approval | paused
+    operations: int = 0
+    drift: list[dict[str, Any]] | None = None
+    detail: str | None = None
+
+
+async def _tracked(session: AsyncSession, company: Company) -> list[TrackedAddition]:
+    return list(
+        await session.scalars(
+            select(TrackedAddition).where(
+                TrackedAddition.company_id == company.id,
+                TrackedAddition.retired_at.is_(None),
+                TrackedAddition.cw_agreement_id == company.cw_agreement_id,
+            )
+        )
+    )
+
+
+def _actual(
+    rows: list[TrackedAddition], in_cw: dict[int, Addition], by_serial: dict[str, Addition]
+) -> list[ActualAddition]:
+    actual = []
+    for row in rows:
+        found = in_cw.get(row.cw_addition_id) if row.cw_addition_id is not None else None
+        if found is None and row.cw_addition_id is None and row.create_pending:
+            found = by_serial.get(row.marker)  # a create whose answer we never got
+            if found is not None:
+                row.cw_addition_id = found.id
+        current = current_fields(found) if found is not None else None
+        last = fields_from_json(row.last_written)
+        pending = fields_from_json(row.pending_write)
+        if current is not None and pending is not None and same_fields(pending, current, tuple(pending)):
+            last = {**(last or {}), **pending}  # our own write landed; its answer was lost
+            row.last_written = fields_to_json(last)
+        if current is not None:
+            row.create_pending = False
+            row.pending_write = None
+        actual.append(
+            ActualAddition(
+                marker=row.marker,
+                role=Role(row.role),
+                cw_addition_id=row.cw_addition_id,
+                current=current if (current is not None or row.cw_addition_id is not None) else None,
+                last_written=last,
+            )
+        )
+    return actual
+
+
+async def reconcile_company(
+    ctx: AppContext,
+    company_pk: str,
+    *,
+    client: ConnectWiseClient | None = None,
+    refresh_agreement: bool = False,
+    crash: CrashHook = _no_crash,
+    now: datetime | None = None,
+    overwrite_drift: bool = False,
+) -> Outcome:
+    now = now or datetime.now(UTC)
+    async with ctx.sessionmaker() as session, session.begin():
+        company = await session.get(Company, company_pk)
+        if company is None:
+            return Outcome(status="paused", detail="company no longer exists")
+        tenant = await session.get(Tenant, company.tenant_id)
+        assert tenant is not None  # noqa: S101 (foreign key)
+        state = await session.get(SyncState, company.id)
+        if not (
+            tenant.billing_enabled
+            and company.billing_enabled
+            and company.deleted_at is None
+            and company.cw_agreement_id is not None
+        ):
+            return Outcome(status="paused", detail="billing is off, the company is not enabled, or not mapped")
+        product = await session.get(BillingProduct, tenant.id)
+        if product is None:
+            return Outcome(status="paused", detail="no product mapped")
+        if client is None:
+            from app.services.cw_connections import client_for
+
+            client = client_for(ctx, await get_connection(session, tenant.id), attempts=3, retry_timeout=20)
+        inputs = await load_inputs(session, tenant=tenant, company=company, now=now)
+        rows = await _tracked(session, company)
+        agreement_id = company.cw_agreement_id
+        cw_company_id = company.cw_company_id or 0
+        product_id = product.cw_catalog_item_id
+        approved = state is not None and state.approved_generation == state.generation
+        generation = state.generation if state else 0
+        review = tenant.sync_mode == "review"
+        overwrite = tenant.drift_policy == "overwrite" or overwrite_drift
+        tenant_id = tenant.id
+
+    if refresh_agreement:
+        try:
+            agreement = await client.get_agreement(agreement_id)
+            facts = await check_agreement(client, cw_company_id=cw_company_id, agreement=agreement, now=now)
+        except CWNotFoundError:
+            raise MappingStaleError(
+                f"agreement {agreement_id} no longer exists in ConnectWise; remap the company"
+            ) from None
+        except MappingRejectedError as exc:
+            raise MappingStaleError(f"{exc.detail}; remap the company") from None
+        async with ctx.sessionmaker() as session, session.begin():
+            fresh = await session.get(Company, company_pk)
+            if fresh is not None:
+                fresh.billing_cycle, fresh.bill_start_date = facts.cycle, facts.bill_start.date()
+                fresh.agreement_name, fresh.agreement_prorate = facts.name, facts.prorate
+                company = fresh
+            inputs = await load_inputs(session, tenant=tenant, company=company, now=now)
+
+    await crash("before_read")
+    additions = await client.list_additions(agreement_id, conditions=F("product/id") == product_id)
+    in_cw = {a.id: a for a in additions}
+    by_serial = {a.serial_number: a for a in additions if a.serial_number}
+
+    async with ctx.sessionmaker() as session, session.begin():
+        rows = await _tracked(session, await _company(session, company_pk))
+        actual = _actual(rows, in_cw, by_serial)
+        for row in rows:
+            session.add(row)
+    desired = desired_additions(inputs)
+    result = plan(desired, actual, overwrite_drift=overwrite)
+    drift = [
+        {"marker": d.marker, "role": d.role.value, "cw_addition_id": d.cw_addition_id, "detail": d.describe()}
+        for d in result.drifts
+    ]
+    snapshot = {str(a.id): fields_to_json(current_fields(a)) | {"serial_number": a.serial_number} for a in additions}
+
+    if review and not result.empty and not approved:
+        await _store_review(ctx, company_pk, result, drift, snapshot, generation)
+        return Outcome(status="awaiting_approval", drift=drift)
+
+    applied = 0
+    for operation in result.operations:
+        await _apply(
+            ctx,
+            client,
+            company_pk=company_pk,
+            tenant_id=tenant_id,
+            agreement_id=agreement_id,
+            product_id=product_id,
+            op=operation,
+            crash=crash,
+            mode=inputs.mode,
+            period_start=inputs.period.start,
+        )
+        applied += 1
+    async with ctx.sessionmaker() as session, session.begin():
+        state = await session.get(SyncState, company_pk)
+        if state is not None:
+            state.drift = drift or None
+            state.cw_snapshot = snapshot
+            state.pending_plan = None
+    status = "drift" if result.held else "in_sync"
+    return Outcome(status=status, operations=applied, drift=drift or None)
+
+
+async def _company(session: AsyncSession, company_pk: str) -> Company:
+    company = await session.get(Company, company_pk)
+    if company is None:
+        raise LookupError(company_pk)
+    return company
+
+
+async def _store_review(
+    ctx: AppContext,
+    company_pk: str,
+    result: Plan,
+    drift: list[dict[str, Any]],
+    snapshot: dict[str, Any],
+    generation: int,
+) -> None:
+    async with ctx.sessionmaker() as session, session.begin():
+        state = await session.get(SyncState, company_pk)
+        if state is None:
+            return
+        state.pending_plan = {
+            "generation": generation,
+            "reason": state.reason,
+            "operations": [
+                {
+                    "kind": op.kind.value,
+                    "role": op.role.value,
+                    "cw_addition_id": op.cw_addition_id,
+                    "changes": fields_to_json(dict(op.changes)),
+                }
+                for op in result.operations
+            ],
+        }
+        state.drift = drift or None
+        state.cw_snapshot = snapshot
+
+
+async def _apply(
+    ctx: AppContext,
+    client: ConnectWiseClient,
+    *,
+    company_pk: str,
+    tenant_id: str,
+    agreement_id: int,
+    product_id: int,
+    op: Operation,
+    crash: CrashHook,
+    mode: ProrationMode,
+    period_start: Any,
+) -> None:
+    written = fields_to_json(dict(op.changes)) if op.kind is not OpKind.create else fields_to_json(op.fields.as_dict())
+    async with ctx.sessionmaker() as session, session.begin():
+        row = await session.scalar(
+            select(TrackedAddition).where(TrackedAddition.tenant_id == tenant_id, TrackedAddition.marker == op.marker)
+        )
+        if row is None:
+            row = TrackedAddition(
+                tenant_id=tenant_id,
+                company_id=company_pk,
+                cw_agreement_id=agreement_id,
+                role=op.role.value,
+                marker=op.marker,
+                period_start=period_start if op.role is not Role.base else None,
+            )
+            session.add(row)
+        if op.kind is OpKind.create:
+            row.create_pending = True
+            row.cw_addition_id = None
+            row.retired_at = None
+        row.pending_write = written
+    await crash("before_cw_write")
+    before: dict[str, Any] | None = None
+    if op.kind is OpKind.create:
+        body = {
+            "product": {"id": product_id},
+            "billCustomer": "Billable",
+            "serialNumber": op.marker,
+            **fields_payload(op.fields.as_dict()),
+        }
+        if body.get("cancelledDate") is None:
+            body.pop("cancelledDate", None)
+        addition = await client.create_addition(agreement_id, body)
+        action = "cw.addition.created"
+    else:
+        assert op.cw_addition_id is not None  # noqa: S101 (patch and zero ops name an existing addition)
+        operations = [replace(k, v) for k, v in fields_payload(dict(op.changes)).items()]
+        addition = await client.patch_addition(agreement_id, op.cw_addition_id, operations)
+        action = "cw.addition.zeroed" if op.kind is OpKind.zero else "cw.addition.patched"
+    await crash("after_cw_write")
+    async with ctx.sessionmaker() as session, session.begin():
+        row = await session.scalar(
+            select(TrackedAddition).where(TrackedAddition.tenant_id == tenant_id, TrackedAddition.marker == op.marker)
+        )
+        assert row is not None  # noqa: S101 (written above)
+        before = fields_from_json(row.last_written)
+        merged = {**(row.last_written or {}), **written}
+        row.last_written = {k: v for k, v in merged.items() if k in MANAGED_FIELDS}
+        row.last_written_at = utcnow()
+        row.cw_addition_id = addition.id
+        row.create_pending = False
+        row.pending_write = None
+        company = await session.get(Company, company_pk)
+        await record_audit(
+            session,
+            tenant_id=tenant_id,
+            actor="sync",
+            action=action,
+            object_type="company",
+            object_id=company.external_id if company else company_pk,
+            before=fields_to_json(before) if before else None,
+            after={"cw_addition_id": addition.id, "role": op.role.value, "mode": mode.value, **written},
+        )
+    await crash("after_commit")

@@ -1,0 +1,288 @@
+"""The sync worker: claims due companies, reconciles them, records the outcome.
+
+* Claiming: `FOR UPDATE SKIP LOCKED` on PostgreSQL (many workers), a single in-process worker on SQLite; a claim is a
+  lease (`claimed_until`), so one company is never worked on by two workers at once.
+* Coalescing: a reconcile plans from the whole ledger; if more changes arrived meanwhile (`generation` moved) the
+  company stays due and runs once more.
+* Failures: transient CW errors retry with exponential backoff and jitter (or CW's Retry-After); permanent ones
+  (400/401/403/404/422) park the company as `failed` with CW's message, after one call; a tenant whose CW keeps
+  failing is skipped for a while (circuit breaker) so other tenants keep syncing.
+* Shutdown: `stop()` lets the running batch finish; a job that cannot finish releases its claim.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select, update
+
+from app.connectwise.client import ConnectWiseClient
+from app.connectwise.errors import CWError, CWPermanentError, CWRetryableError, CWThrottledError
+from app.context import AppContext
+from app.db.base import utcnow
+from app.db.models import SyncState, Tenant
+from app.errors import AppError
+from app.logging import get_logger
+from app.services.sync_schedule import schedule_eligible
+from app.services.webhook_intake import purge_inbox
+from app.sync.reconcile import CrashHook, MappingStaleError, Outcome, _no_crash, reconcile_company
+
+log = get_logger("app.sync")
+MAX_BACKOFF = 900.0
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    company_id: str
+    tenant_id: str
+    generation: int
+    reason: str | None
+
+
+@dataclass
+class CircuitBreaker:
+    threshold: int = 5
+    cool_down: float = 60.0
+    clock: Callable[[], float] = time.monotonic
+    _failures: dict[str, int] = field(default_factory=dict)
+    _open_until: dict[str, float] = field(default_factory=dict)
+
+    def open_tenants(self) -> set[str]:
+        now = self.clock()
+        return {t for t, until in self._open_until.items() if until > now}
+
+    def failure(self, tenant_id: str) -> None:
+        self._failures[tenant_id] = self._failures.get(tenant_id, 0) + 1
+        if self._failures[tenant_id] >= self.threshold:
+            self._open_until[tenant_id] = self.clock() + self.cool_down
+
+    def success(self, tenant_id: str) -> None:
+        self._failures.pop(tenant_id, None)
+        self._open_until.pop(tenant_id, None)
+
+
+def backoff(attempts: int, *, retry_after: float | None = None) -> float:
+    if retry_after is not None:
+        return max(retry_after, 1.0)
+    base: float = min(MAX_BACKOFF, 2.0 ** min(attempts, 12))
+    return base / 2 + random.uniform(0, base / 2)  # noqa: S311 (jitter)
+
+
+class Worker:
+    def __init__(
+        self,
+        ctx: AppContext,
+        *,
+        worker_id: str | None = None,
+        batch_size: int = 20,
+        concurrency: int = 8,
+        lease: timedelta = timedelta(minutes=10),
+        poll_interval: float = 1.0,
+        full_reconcile_every: timedelta | None = timedelta(hours=6),
+        client_factory: Callable[[str], ConnectWiseClient] | None = None,
+        crash: CrashHook = _no_crash,
+        breaker: CircuitBreaker | None = None,
+        now: Callable[[], datetime] = utcnow,
+        billing_now: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.ctx = ctx
+        self.worker_id = worker_id or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+        self.batch_size = batch_size
+        self.concurrency = concurrency
+        self.lease = lease
+        self.poll_interval = poll_interval
+        self.full_reconcile_every = full_reconcile_every
+        self.client_factory = client_factory
+        self.crash = crash
+        self.breaker = breaker or CircuitBreaker()
+        self.now = now  # for claiming and scheduling
+        self.billing_now = billing_now or now  # "today" for billing periods (tests and demos pin it)
+        self.handled: list[Claim] = []
+        self._stop = asyncio.Event()
+        self._last_full: float | None = None
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def claim(self) -> list[Claim]:
+        now = self.now()
+        is_pg = self.ctx.engine.dialect.name == "postgresql"
+        async with self.ctx.sessionmaker() as session, session.begin():
+            statement = (
+                select(SyncState.company_id)
+                .where(SyncState.due_at <= now, (SyncState.claimed_until.is_(None)) | (SyncState.claimed_until < now))
+                .order_by(SyncState.due_at)
+                .limit(self.batch_size)
+            )
+            blocked = self.breaker.open_tenants()
+            if blocked:
+                statement = statement.where(SyncState.tenant_id.not_in(blocked))
+            if is_pg:
+                statement = statement.with_for_update(skip_locked=True)
+            ids = list(await session.scalars(statement))
+            if not ids:
+                return []
+            await session.execute(
+                update(SyncState)
+                .where(SyncState.company_id.in_(ids))
+                .values(claimed_by=self.worker_id, claimed_until=now + self.lease)
+            )
+            rows = await session.scalars(
+                select(SyncState).where(SyncState.company_id.in_(ids)).execution_options(populate_existing=True)
+            )
+            claims = [Claim(r.company_id, r.tenant_id, r.generation, r.reason) for r in rows]
+            depth = await session.scalar(
+                select(func.count()).select_from(SyncState).where(SyncState.due_at.is_not(None))
+            )
+        self.ctx.metrics.sync_queue_depth.set(depth or 0)
+        return claims
+
+    async def run_once(self) -> int:
+        """Claim one batch and work it. Returns how many companies were handled."""
+        claims = await self.claim()
+        if not claims:
+            return 0
+        semaphore = asyncio.Semaphore(self.concurrency)
+
+        async def one(claim: Claim) -> None:
+            async with semaphore:
+                await self.handle(claim)
+
+        await asyncio.gather(*(one(c) for c in claims))
+        return len(claims)
+
+    async def drain(self, *, max_rounds: int = 10_000) -> int:
+        """Work until nothing is due now (tests, the demo, benchmarks)."""
+        total = 0
+        for _ in range(max_rounds):
+            handled = await self.run_once()
+            if handled == 0:
+                return total
+            total += handled
+        return total
+
+    async def handle(self, claim: Claim) -> None:
+        started = time.perf_counter()
+        client = self.client_factory(claim.tenant_id) if self.client_factory else None
+        outcome: Outcome | None = None
+        error: BaseException | None = None
+        try:
+            outcome = await reconcile_company(
+                self.ctx,
+                claim.company_id,
+                client=client,
+                crash=self.crash,
+                refresh_agreement=claim.reason == "periodic",
+                now=self.billing_now(),
+            )
+        except (CWError, MappingStaleError, AppError) as exc:
+            error = exc
+        except asyncio.CancelledError:
+            await self._release(claim)
+            raise
+        except Exception as exc:  # a crash (real or injected): leave the company due, try again later
+            error = exc
+            log.warning("sync.job_crashed", company_id=claim.company_id, error_type=type(exc).__name__)
+        finally:
+            self.ctx.metrics.sync_job_latency.observe(time.perf_counter() - started)
+        self.handled.append(claim)
+        await self._finish(claim, outcome, error)
+
+    async def _release(self, claim: Claim) -> None:
+        async with self.ctx.sessionmaker() as session, session.begin():
+            await session.execute(
+                update(SyncState)
+                .where(SyncState.company_id == claim.company_id, SyncState.claimed_by == self.worker_id)
+                .values(claimed_by=None, claimed_until=None)
+            )
+
+    async def _finish(self, claim: Claim, outcome: Outcome | None, error: BaseException | None) -> None:
+        now = self.now()
+        async with self.ctx.sessionmaker() as session, session.begin():
+            state = await session.get(
+                SyncState,
+                claim.company_id,
+                with_for_update=self.ctx.engine.dialect.name == "postgresql",
+                populate_existing=True,
+            )
+            if state is None:
+                return
+            state.claimed_by, state.claimed_until, state.last_attempt_at = None, None, now
+            moved = state.generation != claim.generation
+            if outcome is not None:
+                self.breaker.success(claim.tenant_id)
+                state.attempts, state.last_error = 0, None
+                state.status = outcome.status
+                if outcome.status in ("in_sync", "drift"):
+                    state.last_success_at = now
+                state.due_at = now if moved else None
+                label = outcome.status
+            elif isinstance(error, CWRetryableError) or not isinstance(
+                error, CWPermanentError | MappingStaleError | AppError
+            ):
+                if isinstance(error, CWRetryableError):
+                    self.breaker.failure(claim.tenant_id)
+                state.attempts += 1
+                state.status = "retrying"
+                retry_after = error.retry_after if isinstance(error, CWThrottledError) else None
+                state.due_at = now + timedelta(seconds=backoff(state.attempts, retry_after=retry_after))
+                state.last_error = _describe(error)
+                label = "retrying"
+            else:
+                state.attempts += 1
+                state.status = "failed"
+                state.last_error = _describe(error)
+                state.due_at = now if moved else None  # parked until something changes or a resync is asked
+                label = "failed"
+        self.ctx.metrics.sync_jobs.labels(label).inc()
+        log.info(
+            "sync.job",
+            company_id=claim.company_id,
+            tenant_id=claim.tenant_id,
+            outcome=label,
+            operations=outcome.operations if outcome else 0,
+        )
+
+    async def schedule_full_reconcile(self) -> int:
+        async with self.ctx.sessionmaker() as session, session.begin():
+            tenants = list(await session.scalars(select(Tenant.id).where(Tenant.billing_enabled.is_(True))))
+            count = 0
+            for tenant_id in tenants:
+                count += await schedule_eligible(session, tenant_id=tenant_id, reason="periodic")
+            await purge_inbox(session)
+        return count
+
+    async def run_forever(self) -> None:
+        log.info("sync.worker_started", worker_id=self.worker_id)
+        while not self._stop.is_set():
+            if self.full_reconcile_every is not None and (
+                self._last_full is None
+                or time.monotonic() - self._last_full >= self.full_reconcile_every.total_seconds()
+            ):
+                self._last_full = time.monotonic()
+                await self.schedule_full_reconcile()
+            try:
+                handled = await self.run_once()
+            except Exception as exc:  # the database blinked: keep the worker alive
+                log.warning("sync.worker_error", error_type=type(exc).__name__)
+                handled = 0
+            if handled == 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), timeout=self.poll_interval)
+        log.info("sync.worker_stopped", worker_id=self.worker_id)
+
+
+def _describe(error: BaseException | None) -> str:
+    if isinstance(error, CWError):
+        return f"ConnectWise {error.status or ''}: {error.describe()}".replace("  ", " ")
+    if isinstance(error, AppError):
+        return error.detail
+    return f"{type(error).__name__}: {error}" if error else "unknown error"
