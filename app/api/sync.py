@@ -415,7 +415,7 @@ async def approve_all(body: BulkApprove, principal: PrincipalDep, session: Sessi
     if body.company_ids is not None:
         statement = statement.where(Company.external_id.in_(body.company_ids))
     approved = []
-    for company, state in (await session.execute(statement)).tuples():
+    for company, state in (await session.execute(statement)).all():
         if state.pending_plan:
             await _approve(session, principal, company, state)
             approved.append(company.external_id)

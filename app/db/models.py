@@ -144,7 +144,7 @@ class SyncState(Base):
 
     company_id: Mapped[str] = mapped_column(String(36), ForeignKey("company.id", ondelete="CASCADE"), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(String(36), _tenant_fk(), nullable=False, index=True)
-    status: Mapped[str] = mapped_column(String(16), nullable=False, default="pending")
+    status: Mapped[str] = mapped_column(String(32), nullable=False, default="pending")
     reason: Mapped[str | None] = mapped_column(String(64))
     due_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     generation: Mapped[int] = mapped_column(Integer, nullable=False, default=0)

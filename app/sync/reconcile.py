@@ -194,7 +194,7 @@ async def reconcile_company(
 
     applied = 0
     for operation in result.operations:
-        await _apply(
+        written = await _apply(
             ctx,
             client,
             company_pk=company_pk,
@@ -206,6 +206,7 @@ async def reconcile_company(
             mode=inputs.mode,
             period_start=inputs.period.start,
         )
+        snapshot[str(written.id)] = fields_to_json(current_fields(written)) | {"serial_number": written.serial_number}
         applied += 1
     async with ctx.sessionmaker() as session, session.begin():
         state = await session.get(SyncState, company_pk)
@@ -265,7 +266,7 @@ async def _apply(
     crash: CrashHook,
     mode: ProrationMode,
     period_start: Any,
-) -> None:
+) -> Addition:
     written = fields_to_json(dict(op.changes)) if op.kind is not OpKind.create else fields_to_json(op.fields.as_dict())
     async with ctx.sessionmaker() as session, session.begin():
         row = await session.scalar(
@@ -329,3 +330,4 @@ async def _apply(
             after={"cw_addition_id": addition.id, "role": op.role.value, "mode": mode.value, **written},
         )
     await crash("after_commit")
+    return addition

@@ -181,6 +181,7 @@ class Worker:
                 client=client,
                 crash=self.crash,
                 refresh_agreement=claim.reason == "periodic",
+                overwrite_drift=claim.reason == "drift_overwrite",
                 now=self.billing_now(),
             )
         except (CWError, MappingStaleError, AppError) as exc:

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: f788a5e8ef1f
+Revision ID: c35ab248b56c
 Revises: 
-Create Date: 2026-11-25 17:49:54.042248
+Create Date: 2026-11-25 17:55:14.693028
 """
 
 from collections.abc import Sequence
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 import app.db.types
 from alembic import op
 
-revision: str = 'f788a5e8ef1f'
+revision: str = 'c35ab248b56c'
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -159,7 +159,7 @@ def upgrade() -> None:
     op.create_table('sync_state',
     sa.Column('company_id', sa.String(length=36), nullable=False),
     sa.Column('tenant_id', sa.String(length=36), nullable=False),
-    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('status', sa.String(length=32), nullable=False),
     sa.Column('reason', sa.String(length=64), nullable=True),
     sa.Column('due_at', app.db.types.UTCDateTime(timezone=True), nullable=True),
     sa.Column('generation', sa.Integer(), nullable=False),
