@@ -148,6 +148,43 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from app.demo import run_demo
+
+    result = asyncio.run(run_demo(_settings(), sandbox_url=args.sandbox_url))
+    return 0 if result.ok else 1
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    import signal
+
+    from app.context import AppContext
+    from app.sync.worker import Worker
+
+    settings = _settings()
+
+    async def run() -> None:
+        ctx = AppContext.build(settings)
+        worker = Worker(
+            ctx,
+            concurrency=args.concurrency,
+            billing_now=ctx.now,
+            full_reconcile_every=timedelta(hours=settings.full_reconcile_hours),
+        )
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, worker.stop)  # finish the running batch, then exit
+        try:
+            await worker.run_forever()
+        finally:
+            await ctx.aclose()
+            await ctx.engine.dispose()
+
+    print("sync worker running (Ctrl-C to stop after the current batch)")
+    asyncio.run(run())
+    return 0
+
+
 def export_openapi() -> str:
     from app.main import create_app
 
@@ -221,6 +258,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grace-hours", type=int)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_webhook_secret_rotate)
+
+    p = sub.add_parser("worker", help="run a sync worker process (scale-out on PostgreSQL)")
+    p.add_argument("--concurrency", type=int, default=8)
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("demo", help="walk the whole story against the sandbox and print the agreements")
+    p.add_argument("--sandbox-url", help="a standalone sandbox (cw-billing-sync sandbox); default: in-process")
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("sandbox", help="run the standalone ConnectWise sandbox")
     p.add_argument("--host", default="127.0.0.1")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -29,6 +30,10 @@ class AppContext:
     sandbox: Sandbox | None = None
     sandbox_http: httpx.AsyncClient | None = None
     metrics: Metrics = field(default_factory=Metrics)
+
+    def now(self) -> datetime:
+        """Now, for billing: the real time, or the pinned moment of a dev demo."""
+        return self.settings.pin_now or datetime.now(UTC)
 
     async def aclose(self) -> None:
         await self.cw_http.aclose()

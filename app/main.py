@@ -38,7 +38,9 @@ def create_app(
             # SQLite: this is the single worker. PostgreSQL: one of many (each claims with SKIP LOCKED).
             from app.sync.worker import Worker
 
-            worker = Worker(ctx, full_reconcile_every=timedelta(hours=settings.full_reconcile_hours))
+            worker = Worker(
+                ctx, full_reconcile_every=timedelta(hours=settings.full_reconcile_hours), billing_now=ctx.now
+            )
             worker_task = asyncio.create_task(worker.run_forever(), name="sync-worker")
         try:
             yield

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+from datetime import datetime
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
@@ -61,6 +62,10 @@ class Settings(BaseSettings):
         default=1000, ge=1, le=100_000, description="Per-tenant ConnectWise request budget of this process."
     )
     cw_api_version: str = Field(default="2025.16", pattern=r"^\d{4}\.\d{1,2}$")
+    pin_now: datetime | None = Field(
+        default=None,
+        description="Dev/demo only: the moment billing treats as now (reproducible demos). Refused in production.",
+    )
     run_worker: bool = Field(default=True, description="Run the sync worker inside the API process.")
     full_reconcile_hours: float = Field(
         default=6.0, gt=0, le=24 * 7, description="How often every mapped company is reconciled in full."
@@ -107,6 +112,10 @@ def validate_secrets(settings: Settings) -> None:
         )
     if _looks_like_placeholder(raw):
         raise ConfigurationError("JWT_SIGNING_KEY looks like a placeholder; set a random value")
+    if settings.app_env is Environment.production and settings.pin_now is not None:
+        raise ConfigurationError("PIN_NOW is for demos in dev mode only")
+    if settings.pin_now is not None and settings.pin_now.tzinfo is None:
+        raise ConfigurationError("PIN_NOW needs a timezone, e.g. 2026-11-25T12:00:00Z")
     if settings.app_env is Environment.production and settings.cw_allow_private_sites:
         raise ConfigurationError("CW_ALLOW_PRIVATE_SITES is for dev mode only; it disables the SSRF guard")
     if not settings.encryption_keys:

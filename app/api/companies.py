@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Response
+from fastapi.responses import PlainTextResponse
 from sqlalchemy import func, or_, select
 
 from app.api.deps import ContextDep, PrincipalDep, SessionDep
 from app.api.problems import CW_ERROR_RESPONSES, error_responses
+from app.api.schemas.agreement import AgreementView
 from app.api.schemas.common import present
 from app.api.schemas.companies import (
     BillingUpdate,
@@ -24,7 +26,9 @@ from app.connectwise.conditions import F
 from app.db.models import BillingProduct, Company, SyncState, TrackedAddition
 from app.domain.matching import Candidate, rank
 from app.errors import NotAuthenticatedError, NotFoundError
+from app.services.agreement_view import agreement_view
 from app.services.audit import record_audit
+from app.services.billing_inputs import NotReadyError
 from app.services.companies import get_company, lock_or_create_company
 from app.services.cw_connections import NotConnectedError, tenant_client
 from app.services.mapping import MappingRejectedError, company_view, map_company
@@ -293,3 +297,29 @@ async def patch_billing(
             await schedule_sync(session, tenant_id=principal.tenant_id, company_id=company.id, reason=reason)
     await session.flush()
     return await company_view(session, company)
+
+
+@router.get(
+    "/companies/{company_id}/agreement",
+    response_model=AgreementView,
+    summary="The company's CW agreement as an MSP would check it (?format=text for plain text)",
+    responses={
+        200: {"content": {"text/plain": {}}, "description": "The agreement"},
+        **error_responses(NotAuthenticatedError, NotFoundError, NotConnectedError, NotReadyError),
+        **CW_ERROR_RESPONSES,
+    },
+)
+async def read_agreement(
+    company_id: CompanyPath,
+    principal: PrincipalDep,
+    session: SessionDep,
+    ctx: ContextDep,
+    format: Annotated[Literal["json", "text"], Query()] = "json",
+) -> AgreementView | Response:
+    company = await get_company(session, tenant_id=principal.tenant_id, external_id=company_id)
+    if company.cw_agreement_id is None:
+        raise NotReadyError(f"Company {company_id} is not mapped to an agreement yet")
+    view = await agreement_view(await tenant_client(ctx, session, principal.tenant_id), company)
+    if format == "text":
+        return PlainTextResponse(view.text)
+    return view
