@@ -9,8 +9,9 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.connectwise.budget import BudgetRegistry
-from app.connectwise.client import DEFAULT_TIMEOUT
+from app.connectwise.client import DEFAULT_TIMEOUT, CodebaseCache
 from app.connectwise.sandbox.app import Sandbox
+from app.connectwise.schemas import BillingCycle
 from app.db.session import create_engine, create_sessionmaker
 from app.metrics import Metrics
 from app.security.encryption import SecretBox
@@ -30,6 +31,9 @@ class AppContext:
     sandbox: Sandbox | None = None
     sandbox_http: httpx.AsyncClient | None = None
     metrics: Metrics = field(default_factory=Metrics)
+    codebases: CodebaseCache = field(default_factory=CodebaseCache)
+    # Billing cycles per tenant (a CW setup table); cleared by the periodic full reconcile.
+    billing_cycles: dict[str, dict[int, BillingCycle]] = field(default_factory=dict)
 
     def now(self) -> datetime:
         """Now, for billing: the real time, or the pinned moment of a dev demo."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import re
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -70,6 +71,25 @@ class CWCredentials:
     def authorization(self) -> str:
         raw = f"{self.company_id}+{self.public_key}:{self.private_key.get_secret_value()}"
         return "Basic " + base64.b64encode(raw.encode()).decode()
+
+
+class CodebaseCache:
+    """Resolved API base URLs per site and login company, so each job does not repeat the codebase lookup.
+    Entries expire (CW upgrades change the codebase)."""
+
+    def __init__(self, ttl_seconds: float = 3600.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._ttl = ttl_seconds
+        self._clock = clock
+        self._entries: dict[tuple[str, str], tuple[str, float]] = {}
+
+    def get(self, credentials: CWCredentials) -> str | None:
+        entry = self._entries.get((credentials.site_url, credentials.company_id.lower()))
+        if entry is None or entry[1] < self._clock():
+            return None
+        return entry[0]
+
+    def put(self, credentials: CWCredentials, base_url: str) -> None:
+        self._entries[(credentials.site_url, credentials.company_id.lower())] = (base_url, self._clock() + self._ttl)
 
 
 PatchOp = dict[str, Any]
@@ -156,6 +176,8 @@ class ConnectWiseClient:
         attempts: int = 6,
         retry_timeout: float = 120.0,
         on_call: Callable[[str, str], None] | None = None,
+        codebase_cache: CodebaseCache | None = None,
+        cycle_cache: dict[int, schemas.BillingCycle] | None = None,
     ) -> None:
         self._http = http
         self._credentials = credentials
@@ -164,8 +186,10 @@ class ConnectWiseClient:
         self._attempts = attempts
         self._retry_timeout = retry_timeout
         self._on_call = on_call
-        self._base_url: str | None = None
+        self._codebase_cache = codebase_cache
+        self._base_url: str | None = codebase_cache.get(credentials) if codebase_cache else None
         self.company_info: schemas.CompanyInfo | None = None
+        self._cycles: dict[int, schemas.BillingCycle] = cycle_cache if cycle_cache is not None else {}
         self.calls = 0
 
     def __repr__(self) -> str:
@@ -251,6 +275,8 @@ class ConnectWiseClient:
                 netloc = "api-" + netloc
             self.company_info = info
             self._base_url = f"{parts.scheme}://{netloc}/{info.codebase}apis/3.0"
+            if self._codebase_cache is not None:
+                self._codebase_cache.put(self._credentials, self._base_url)
         return self._base_url
 
     async def _url(self, path: str) -> str:
@@ -371,7 +397,12 @@ class ConnectWiseClient:
         return self._parse(schemas.BillingCycle, await self.list_pages("/finance/billingCycles"))
 
     async def get_billing_cycle(self, cycle_id: int) -> schemas.BillingCycle:
-        return schemas.BillingCycle.model_validate(await self.get(f"/finance/billingCycles/{cycle_id}"))
+        """Billing cycles are a setup table that hardly ever changes: read once per client (and per cache)."""
+        cached = self._cycles.get(cycle_id)
+        if cached is None:
+            cached = schemas.BillingCycle.model_validate(await self.get(f"/finance/billingCycles/{cycle_id}"))
+            self._cycles[cycle_id] = cached
+        return cached
 
     async def list_agreement_types(self) -> list[schemas.NamedItem]:
         return self._parse(schemas.NamedItem, await self.list_pages("/finance/agreements/types"))

@@ -93,6 +93,8 @@ def client_for(
         on_call=lambda method, outcome: metrics.cw_calls.labels(method, outcome).inc(),
         attempts=attempts,
         retry_timeout=retry_timeout,
+        codebase_cache=ctx.codebases,
+        cycle_cache=ctx.billing_cycles.setdefault(connection.tenant_id, {}),
     )
 
 

@@ -253,6 +253,7 @@ class Worker:
         )
 
     async def schedule_full_reconcile(self) -> int:
+        self.ctx.billing_cycles.clear()  # a full reconcile re-reads the setup tables once
         async with self.ctx.sessionmaker() as session, session.begin():
             tenants = list(await session.scalars(select(Tenant.id).where(Tenant.billing_enabled.is_(True))))
             count = 0

@@ -157,6 +157,7 @@ class Sandbox:
         self, method: str, path: str, query: str, headers: dict[str, str], body: bytes, *, origin: str = ""
     ) -> tuple[int, dict[str, str], Any]:
         if path.startswith("/login/companyinfo/"):
+            self.stats["companyinfo"] += 1
             company = path.rsplit("/", 1)[-1]
             if company.lower() != SANDBOX_COMPANY:
                 return (

@@ -195,6 +195,7 @@ class SandboxStore:
         self.product_types = Collection("productType")
         self.units_of_measure = Collection("unitOfMeasure")
         self.additions = Collection("addition", ADDITION_FIELDS)
+        self.additions_by_agreement: dict[int, list[int]] = {}
         self.writes = 0
 
     # ------------------------------------------------------------------ derived addition fields
@@ -246,11 +247,14 @@ class SandboxStore:
             record["effectiveDate"] = now_text()[:10] + "T00:00:00Z"
         record["taxableFlag"] = bool(record["taxableFlag"])
         self.writes += 1
-        return self.additions.insert(record)
+        inserted = self.additions.insert(record)
+        self.additions_by_agreement.setdefault(agreement_id, []).append(inserted["id"])
+        return inserted
 
     def additions_of(self, agreement_id: int) -> list[dict[str, Any]]:
         self.agreements.get(agreement_id)
-        return [r for r in self.additions.rows.values() if r["agreementId"] == agreement_id]
+        rows = self.additions.rows
+        return [rows[i] for i in self.additions_by_agreement.get(agreement_id, ()) if i in rows]
 
     def addition(self, agreement_id: int, addition_id: int) -> dict[str, Any]:
         record = self.additions.get(addition_id)
