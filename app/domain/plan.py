@@ -13,6 +13,7 @@ Re-running `plan()` after its operations succeeded yields no operations.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -178,6 +179,10 @@ class BillingInputs:
             policy=self.policy,
             currency=self.currency,
         )
+
+
+def replace_inputs(inputs: BillingInputs, **changes: Any) -> BillingInputs:
+    return dataclasses.replace(inputs, **changes)
 
 
 def base_marker(prefix: str) -> str:

@@ -19,19 +19,20 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.connectwise.client import ConnectWiseClient, replace
 from app.connectwise.conditions import F
 from app.connectwise.errors import CWNotFoundError
-from app.connectwise.schemas import Addition
+from app.connectwise.schemas import Addition, Agreement
 from app.context import AppContext
 from app.db.base import utcnow
 from app.db.models import BillingProduct, Company, SyncState, Tenant, TrackedAddition
+from app.domain.periods import BillingCycle
 from app.domain.plan import (
     MANAGED_FIELDS,
     ActualAddition,
     Operation,
     OpKind,
-    Plan,
     Role,
     desired_additions,
     plan,
+    replace_inputs,
 )
 from app.domain.proration import ProrationMode
 from app.services.audit import record_audit
@@ -44,7 +45,7 @@ from app.services.billing_inputs import (
     same_fields,
 )
 from app.services.cw_connections import get_connection
-from app.services.mapping import MappingRejectedError, check_agreement
+from app.services.mapping import AgreementFacts, MappingRejectedError, check_agreement
 
 # A hook for fault-injection tests: called with a step name; raising simulates a crash at that step.
 CrashHook = Callable[[str], Awaitable[None]]
@@ -64,6 +65,8 @@ class Outcome:
     operations: int = 0
     drift: list[dict[str, Any]] | None = None
     detail: str | None = None
+    snapshot: dict[str, Any] | None = None  # what CW holds now, by addition id
+    pending_plan: dict[str, Any] | None = None  # review mode: the change set waiting for approval
 
 
 async def _tracked(session: AsyncSession, company: Company) -> list[TrackedAddition]:
@@ -80,23 +83,24 @@ async def _tracked(session: AsyncSession, company: Company) -> list[TrackedAddit
 
 def _actual(
     rows: list[TrackedAddition], in_cw: dict[int, Addition], by_serial: dict[str, Addition]
-) -> list[ActualAddition]:
-    actual = []
+) -> tuple[list[ActualAddition], bool]:
+    """What we track, matched with what CW holds. Also settles writes whose answers were lost: returns whether a
+    tracked row changed (and must be saved)."""
+    actual, dirty = [], False
     for row in rows:
         found = in_cw.get(row.cw_addition_id) if row.cw_addition_id is not None else None
         if found is None and row.cw_addition_id is None and row.create_pending:
             found = by_serial.get(row.marker)  # a create whose answer we never got
             if found is not None:
-                row.cw_addition_id = found.id
+                row.cw_addition_id, dirty = found.id, True
         current = current_fields(found) if found is not None else None
         last = fields_from_json(row.last_written)
         pending = fields_from_json(row.pending_write)
         if current is not None and pending is not None and same_fields(pending, current, tuple(pending)):
             last = {**(last or {}), **pending}  # our own write landed; its answer was lost
-            row.last_written = fields_to_json(last)
-        if current is not None:
-            row.create_pending = False
-            row.pending_write = None
+            row.last_written, dirty = fields_to_json(last), True
+        if current is not None and (row.create_pending or row.pending_write is not None):
+            row.create_pending, row.pending_write, dirty = False, None, True
         actual.append(
             ActualAddition(
                 marker=row.marker,
@@ -106,7 +110,27 @@ def _actual(
                 last_written=last,
             )
         )
-    return actual
+    return actual, dirty
+
+
+async def refreshed_facts(
+    client: ConnectWiseClient,
+    *,
+    agreement_id: int,
+    cw_company_id: int,
+    now: datetime,
+    agreement: Agreement | None = None,
+) -> AgreementFacts:
+    """The agreement as CW has it now (prefetched by the worker for a whole batch when possible)."""
+    try:
+        agreement = agreement or await client.get_agreement(agreement_id)
+        return await check_agreement(client, cw_company_id=cw_company_id, agreement=agreement, now=now)
+    except CWNotFoundError:
+        raise MappingStaleError(
+            f"agreement {agreement_id} no longer exists in ConnectWise; remap the company"
+        ) from None
+    except MappingRejectedError as exc:
+        raise MappingStaleError(f"{exc.detail}; remap the company") from None
 
 
 async def reconcile_company(
@@ -115,10 +139,12 @@ async def reconcile_company(
     *,
     client: ConnectWiseClient | None = None,
     refresh_agreement: bool = False,
+    agreement: Agreement | None = None,
     crash: CrashHook = _no_crash,
     now: datetime | None = None,
     overwrite_drift: bool = False,
 ) -> Outcome:
+    """Plan and apply one company. The caller (the worker) records the returned outcome in the sync state."""
     now = now or datetime.now(UTC)
     async with ctx.sessionmaker() as session, session.begin():
         company = await session.get(Company, company_pk)
@@ -142,46 +168,41 @@ async def reconcile_company(
 
             client = client_for(ctx, await get_connection(session, tenant.id), attempts=3, retry_timeout=20)
         inputs = await load_inputs(session, tenant=tenant, company=company, now=now)
-        rows = await _tracked(session, company)
         agreement_id = company.cw_agreement_id
         cw_company_id = company.cw_company_id or 0
         product_id = product.cw_catalog_item_id
         approved = state is not None and state.approved_generation == state.generation
         generation = state.generation if state else 0
+        reason = state.reason if state else None
         review = tenant.sync_mode == "review"
         overwrite = tenant.drift_policy == "overwrite" or overwrite_drift
         tenant_id = tenant.id
+        stored = (company.billing_cycle, company.bill_start_date, company.agreement_name, company.agreement_prorate)
 
-    if refresh_agreement:
-        try:
-            agreement = await client.get_agreement(agreement_id)
-            facts = await check_agreement(client, cw_company_id=cw_company_id, agreement=agreement, now=now)
-        except CWNotFoundError:
-            raise MappingStaleError(
-                f"agreement {agreement_id} no longer exists in ConnectWise; remap the company"
-            ) from None
-        except MappingRejectedError as exc:
-            raise MappingStaleError(f"{exc.detail}; remap the company") from None
-        async with ctx.sessionmaker() as session, session.begin():
-            fresh = await session.get(Company, company_pk)
-            if fresh is not None:
-                fresh.billing_cycle, fresh.bill_start_date = facts.cycle, facts.bill_start.date()
-                fresh.agreement_name, fresh.agreement_prorate = facts.name, facts.prorate
-                company = fresh
-            inputs = await load_inputs(session, tenant=tenant, company=company, now=now)
+    if refresh_agreement or agreement is not None:
+        facts = await refreshed_facts(
+            client, agreement_id=agreement_id, cw_company_id=cw_company_id, now=now, agreement=agreement
+        )
+        fresh = (facts.cycle, facts.bill_start.date(), facts.name, facts.prorate)
+        if fresh != stored:  # CW changed the agreement: keep our copy in step and plan with it
+            async with ctx.sessionmaker() as session, session.begin():
+                row = await _company(session, company_pk)
+                row.billing_cycle, row.bill_start_date, row.agreement_name, row.agreement_prorate = fresh
+            inputs = replace_inputs(inputs, cycle=BillingCycle(facts.cycle), anchor=facts.bill_start.date())
 
     await crash("before_read")
     additions = await client.list_additions(agreement_id, conditions=F("product/id") == product_id)
     in_cw = {a.id: a for a in additions}
     by_serial = {a.serial_number: a for a in additions if a.serial_number}
 
-    async with ctx.sessionmaker() as session, session.begin():
+    async with ctx.sessionmaker() as session:
         rows = await _tracked(session, await _company(session, company_pk))
-        actual = _actual(rows, in_cw, by_serial)
-        for row in rows:
-            session.add(row)
-    desired = desired_additions(inputs)
-    result = plan(desired, actual, overwrite_drift=overwrite)
+        actual, dirty = _actual(rows, in_cw, by_serial)
+        if dirty:
+            await session.commit()
+        else:
+            await session.rollback()
+    result = plan(desired_additions(inputs), actual, overwrite_drift=overwrite)
     drift = [
         {"marker": d.marker, "role": d.role.value, "cw_addition_id": d.cw_addition_id, "detail": d.describe()}
         for d in result.drifts
@@ -189,8 +210,20 @@ async def reconcile_company(
     snapshot = {str(a.id): fields_to_json(current_fields(a)) | {"serial_number": a.serial_number} for a in additions}
 
     if review and not result.empty and not approved:
-        await _store_review(ctx, company_pk, result, drift, snapshot, generation)
-        return Outcome(status="awaiting_approval", drift=drift)
+        pending = {
+            "generation": generation,
+            "reason": reason,
+            "operations": [
+                {
+                    "kind": op.kind.value,
+                    "role": op.role.value,
+                    "cw_addition_id": op.cw_addition_id,
+                    "changes": fields_to_json(dict(op.changes)),
+                }
+                for op in result.operations
+            ],
+        }
+        return Outcome(status="awaiting_approval", drift=drift or None, snapshot=snapshot, pending_plan=pending)
 
     applied = 0
     for operation in result.operations:
@@ -208,14 +241,8 @@ async def reconcile_company(
         )
         snapshot[str(written.id)] = fields_to_json(current_fields(written)) | {"serial_number": written.serial_number}
         applied += 1
-    async with ctx.sessionmaker() as session, session.begin():
-        state = await session.get(SyncState, company_pk)
-        if state is not None:
-            state.drift = drift or None
-            state.cw_snapshot = snapshot
-            state.pending_plan = None
     status = "drift" if result.held else "in_sync"
-    return Outcome(status=status, operations=applied, drift=drift or None)
+    return Outcome(status=status, operations=applied, drift=drift or None, snapshot=snapshot)
 
 
 async def _company(session: AsyncSession, company_pk: str) -> Company:
@@ -223,35 +250,6 @@ async def _company(session: AsyncSession, company_pk: str) -> Company:
     if company is None:
         raise LookupError(company_pk)
     return company
-
-
-async def _store_review(
-    ctx: AppContext,
-    company_pk: str,
-    result: Plan,
-    drift: list[dict[str, Any]],
-    snapshot: dict[str, Any],
-    generation: int,
-) -> None:
-    async with ctx.sessionmaker() as session, session.begin():
-        state = await session.get(SyncState, company_pk)
-        if state is None:
-            return
-        state.pending_plan = {
-            "generation": generation,
-            "reason": state.reason,
-            "operations": [
-                {
-                    "kind": op.kind.value,
-                    "role": op.role.value,
-                    "cw_addition_id": op.cw_addition_id,
-                    "changes": fields_to_json(dict(op.changes)),
-                }
-                for op in result.operations
-            ],
-        }
-        state.drift = drift or None
-        state.cw_snapshot = snapshot
 
 
 async def _apply(

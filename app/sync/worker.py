@@ -25,12 +25,15 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select, update
 
 from app.connectwise.client import ConnectWiseClient
+from app.connectwise.conditions import F
 from app.connectwise.errors import CWError, CWPermanentError, CWRetryableError, CWThrottledError
+from app.connectwise.schemas import Agreement
 from app.context import AppContext
 from app.db.base import utcnow
-from app.db.models import SyncState, Tenant
+from app.db.models import Company, CwConnection, SyncState, Tenant
 from app.errors import AppError
 from app.logging import get_logger
+from app.services.cw_connections import client_for
 from app.services.sync_schedule import schedule_eligible
 from app.services.webhook_intake import purge_inbox
 from app.sync.reconcile import CrashHook, MappingStaleError, Outcome, _no_crash, reconcile_company
@@ -145,16 +148,67 @@ class Worker:
         self.ctx.metrics.sync_queue_depth.set(depth or 0)
         return claims
 
+    async def _clients(self, tenant_ids: set[str]) -> dict[str, ConnectWiseClient]:
+        """One CW client per tenant for the batch (its codebase and setup tables are cached in the context)."""
+        if self.client_factory is not None:
+            return {t: self.client_factory(t) for t in tenant_ids}
+        clients: dict[str, ConnectWiseClient] = {}
+        async with self.ctx.sessionmaker() as session:
+            for connection in await session.scalars(select(CwConnection).where(CwConnection.tenant_id.in_(tenant_ids))):
+                clients[connection.tenant_id] = client_for(self.ctx, connection, attempts=3, retry_timeout=20)
+        return clients
+
+    async def _prefetch_agreements(
+        self, claims: list[Claim], clients: dict[str, ConnectWiseClient]
+    ) -> dict[str, Agreement]:
+        """Periodic reconciles re-read each agreement: one `id in (…)` call per tenant and batch, not one each."""
+        periodic = [c for c in claims if c.reason == "periodic" and c.tenant_id in clients]
+        if not periodic:
+            return {}
+        async with self.ctx.sessionmaker() as session:
+            rows = (
+                await session.execute(
+                    select(Company.id, Company.tenant_id, Company.cw_agreement_id).where(
+                        Company.id.in_([c.company_id for c in periodic])
+                    )
+                )
+            ).all()
+        by_tenant: dict[str, dict[int, str]] = {}
+        for company_id, tenant_id, agreement_id in rows:
+            if agreement_id is not None:
+                by_tenant.setdefault(tenant_id, {})[agreement_id] = company_id
+        found: dict[str, Agreement] = {}
+        for tenant_id, wanted in by_tenant.items():
+            try:
+                agreements = await clients[tenant_id].list_pages(
+                    "/finance/agreements", conditions=F("id").in_(sorted(wanted)), page_size=len(wanted)
+                )
+            except CWError:
+                continue  # each company then reads its own agreement and reports the failure
+            for raw in agreements:
+                agreement = Agreement.model_validate(raw)
+                if agreement.id in wanted:
+                    found[wanted[agreement.id]] = agreement
+        return found
+
     async def run_once(self) -> int:
         """Claim one batch and work it. Returns how many companies were handled."""
         claims = await self.claim()
         if not claims:
             return 0
         semaphore = asyncio.Semaphore(self.concurrency)
+        try:
+            clients = await self._clients({c.tenant_id for c in claims})
+            agreements = await self._prefetch_agreements(claims, clients)
+        except Exception as exc:  # the database or CW blinked: every claim still gets handled (and retried)
+            log.warning("sync.batch_prepare_failed", error_type=type(exc).__name__)
+            clients, agreements = {}, {}
 
         async def one(claim: Claim) -> None:
             async with semaphore:
-                await self.handle(claim)
+                await self.handle(
+                    claim, client=clients.get(claim.tenant_id), agreement=agreements.get(claim.company_id)
+                )
 
         await asyncio.gather(*(one(c) for c in claims))
         return len(claims)
@@ -169,9 +223,12 @@ class Worker:
             total += handled
         return total
 
-    async def handle(self, claim: Claim) -> None:
+    async def handle(
+        self, claim: Claim, *, client: ConnectWiseClient | None = None, agreement: Agreement | None = None
+    ) -> None:
         started = time.perf_counter()
-        client = self.client_factory(claim.tenant_id) if self.client_factory else None
+        if client is None and self.client_factory is not None:
+            client = self.client_factory(claim.tenant_id)
         outcome: Outcome | None = None
         error: BaseException | None = None
         try:
@@ -181,6 +238,7 @@ class Worker:
                 client=client,
                 crash=self.crash,
                 refresh_agreement=claim.reason == "periodic",
+                agreement=agreement,
                 overwrite_drift=claim.reason == "drift_overwrite",
                 now=self.billing_now(),
             )
@@ -222,6 +280,10 @@ class Worker:
                 self.breaker.success(claim.tenant_id)
                 state.attempts, state.last_error = 0, None
                 state.status = outcome.status
+                if outcome.status != "paused":
+                    state.drift, state.pending_plan = outcome.drift, outcome.pending_plan
+                    if outcome.snapshot is not None:
+                        state.cw_snapshot = outcome.snapshot
                 if outcome.status in ("in_sync", "drift"):
                     state.last_success_at = now
                 state.due_at = now if moved else None
