@@ -34,6 +34,8 @@ class AppContext:
     codebases: CodebaseCache = field(default_factory=CodebaseCache)
     # Billing cycles per tenant (a CW setup table); cleared by the periodic full reconcile.
     billing_cycles: dict[str, dict[int, BillingCycle]] = field(default_factory=dict)
+    # Decrypted webhook secrets per tenant with their expiry, keyed by the tenant's secrets_version.
+    webhook_secrets: dict[str, tuple[int, list[tuple[str, datetime | None]]]] = field(default_factory=dict)
 
     def now(self) -> datetime:
         """Now, for billing: the real time, or the pinned moment of a dev demo."""

@@ -8,13 +8,14 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
+from fastapi import FastAPI
 from pydantic import SecretStr
 from sqlalchemy import insert, text
 
 from app.connectwise.sandbox.app import Sandbox
 from app.connectwise.sandbox.credentials import IN_PROCESS_SITE
 from app.context import AppContext
-from app.db.base import Base, new_id
+from app.db.base import new_id
 from app.db.migrate import upgrade_to_head
 from app.db.models import BillingProduct, Company, CwConnection, LicenseChange, SyncState, Tenant, TrackedAddition
 from app.main import create_app
@@ -29,9 +30,15 @@ ENCRYPTION_KEY = generate_key()
 
 
 def bench_settings(database_url: str, **overrides: object) -> Settings:
-    return load_settings(app_env=Environment.production, database_url=database_url,
-                         jwt_signing_key=SecretStr(SIGNING_KEY), encryption_keys=[SecretStr(ENCRYPTION_KEY)],
-                         run_worker=False, log_level="WARNING", **overrides)
+    return load_settings(
+        app_env=Environment.production,
+        database_url=database_url,
+        jwt_signing_key=SecretStr(SIGNING_KEY),
+        encryption_keys=[SecretStr(ENCRYPTION_KEY)],
+        run_worker=False,
+        log_level="WARNING",
+        **overrides,
+    )
 
 
 def sqlite_url() -> str:
@@ -63,60 +70,135 @@ class BigTenant:
     companies: int
 
 
-async def big_tenant(ctx: AppContext, sandbox: Sandbox | None, *, companies: int, in_sync: bool,
-                     ledger_rows_per_company: int = 1) -> BigTenant:
+async def big_tenant(
+    ctx: AppContext, sandbox: Sandbox | None, *, companies: int, in_sync: bool, ledger_rows_per_company: int = 1
+) -> BigTenant:
     """A tenant with `companies` mapped companies. `in_sync`: CW already holds each base line (steady state)."""
     async with ctx.sessionmaker() as s, s.begin():
         tenant = await create_tenant(s, box=ctx.secrets, name=f"Bench {companies}")
         row = await s.get(Tenant, tenant.tenant_id)
         assert row is not None
         row.billing_enabled = True
-        s.add(CwConnection(
-            tenant_id=row.id, site_url=IN_PROCESS_SITE, login_company_id="sandbox", public_key="sandbox-public",
-            private_key_encrypted=ctx.secrets.encrypt("sandbox-private", tenant_id=row.id, purpose=PRIVATE_KEY_PURPOSE),
-            client_id_encrypted=ctx.secrets.encrypt("bench", tenant_id=row.id, purpose=CLIENT_ID_PURPOSE)))
-        s.add(BillingProduct(tenant_id=row.id, cw_catalog_item_id=1, identifier="VEND-EDR", description="Vendor EDR",
-                             unit_price=Decimal("3.00"), unit_cost=Decimal("1.25")))
+        s.add(
+            CwConnection(
+                tenant_id=row.id,
+                site_url=IN_PROCESS_SITE,
+                login_company_id="sandbox",
+                public_key="sandbox-public",
+                private_key_encrypted=ctx.secrets.encrypt(
+                    "sandbox-private", tenant_id=row.id, purpose=PRIVATE_KEY_PURPOSE
+                ),
+                client_id_encrypted=ctx.secrets.encrypt("bench", tenant_id=row.id, purpose=CLIENT_ID_PURPOSE),
+            )
+        )
+        s.add(
+            BillingProduct(
+                tenant_id=row.id,
+                cw_catalog_item_id=1,
+                identifier="VEND-EDR",
+                description="Vendor EDR",
+                unit_price=Decimal("3.00"),
+                unit_cost=Decimal("1.25"),
+            )
+        )
     company_rows, state_rows, ledger_rows, tracked_rows = [], [], [], []
     for i in range(companies):
         agreement_id = i + 1000
         if sandbox is not None:
             sandbox.store.agreements.rows[agreement_id] = {
-                "id": agreement_id, "name": "Managed Services", "company": {"id": 1}, "contact": {"id": 1},
-                "cancelledFlag": False, "agreementStatus": "Active", "billingCycle": {"id": 1, "name": "Monthly"},
-                "billStartDate": "2026-01-01T00:00:00Z", "noEndingDateFlag": True, "type": {"id": 1},
-                "_info": {"lastUpdated": "2026-01-01T00:00:00Z"}}
+                "id": agreement_id,
+                "name": "Managed Services",
+                "company": {"id": 1},
+                "contact": {"id": 1},
+                "cancelledFlag": False,
+                "agreementStatus": "Active",
+                "billingCycle": {"id": 1, "name": "Monthly"},
+                "billStartDate": "2026-01-01T00:00:00Z",
+                "noEndingDateFlag": True,
+                "type": {"id": 1},
+                "_info": {"lastUpdated": "2026-01-01T00:00:00Z"},
+            }
         pk = new_id()
         count = 5 + i % 20
-        company_rows.append({
-            "id": pk, "tenant_id": tenant.tenant_id, "external_id": f"c-{i}", "name": f"Company {i}",
-            "license_count": count, "last_sequence": ledger_rows_per_company, "billing_enabled": True,
-            "cw_company_id": 1, "cw_agreement_id": agreement_id, "agreement_name": "Managed Services",
-            "billing_cycle": "Monthly", "bill_start_date": date(2026, 1, 1), "agreement_prorate": False,
-            "created_at": NOW, "updated_at": NOW})
-        state_rows.append({"company_id": pk, "tenant_id": tenant.tenant_id, "status": "in_sync", "generation": 0,
-                           "attempts": 0})
+        company_rows.append(
+            {
+                "id": pk,
+                "tenant_id": tenant.tenant_id,
+                "external_id": f"c-{i}",
+                "name": f"Company {i}",
+                "license_count": count,
+                "last_sequence": ledger_rows_per_company,
+                "billing_enabled": True,
+                "cw_company_id": 1,
+                "cw_agreement_id": agreement_id,
+                "agreement_name": "Managed Services",
+                "billing_cycle": "Monthly",
+                "bill_start_date": date(2026, 1, 1),
+                "agreement_prorate": False,
+                "created_at": NOW,
+                "updated_at": NOW,
+            }
+        )
+        state_rows.append(
+            {"company_id": pk, "tenant_id": tenant.tenant_id, "status": "in_sync", "generation": 0, "attempts": 0}
+        )
         for seq in range(1, ledger_rows_per_company + 1):
-            ledger_rows.append({"tenant_id": tenant.tenant_id, "company_id": pk, "sequence": seq,
-                                "license_count": count, "previous_count": 0, "received_at": NOW,
-                                "effective_at": datetime(2026, 10, 1, 9, tzinfo=UTC), "webhook_id": f"seed-{i}-{seq}"})
+            ledger_rows.append(
+                {
+                    "tenant_id": tenant.tenant_id,
+                    "company_id": pk,
+                    "sequence": seq,
+                    "license_count": count,
+                    "previous_count": 0,
+                    "received_at": NOW,
+                    "effective_at": datetime(2026, 10, 1, 9, tzinfo=UTC),
+                    "webhook_id": f"seed-{i}-{seq}",
+                }
+            )
         if in_sync and sandbox is not None:
             marker = f"cwbs:{pk.replace('-', '')}:base"
-            addition = sandbox.store.create_addition(agreement_id, {
-                "product": {"id": 1}, "billCustomer": "Billable", "quantity": count, "unitPrice": 3.0,
-                "unitCost": 1.25, "lessIncluded": 0, "effectiveDate": "2026-11-01T00:00:00Z",
-                "serialNumber": marker, "invoiceDescription": "Vendor EDR"})
-            tracked_rows.append({
-                "tenant_id": tenant.tenant_id, "company_id": pk, "cw_agreement_id": agreement_id, "role": "base",
-                "marker": marker, "cw_addition_id": addition["id"], "adopted": False, "create_pending": False,
-                "last_written": {"quantity": str(count), "unit_price": "3.00", "unit_cost": "1.25",
-                                 "less_included": "0"}})
+            addition = sandbox.store.create_addition(
+                agreement_id,
+                {
+                    "product": {"id": 1},
+                    "billCustomer": "Billable",
+                    "quantity": count,
+                    "unitPrice": 3.0,
+                    "unitCost": 1.25,
+                    "lessIncluded": 0,
+                    "effectiveDate": "2026-11-01T00:00:00Z",
+                    "serialNumber": marker,
+                    "invoiceDescription": "Vendor EDR",
+                },
+            )
+            tracked_rows.append(
+                {
+                    "tenant_id": tenant.tenant_id,
+                    "company_id": pk,
+                    "cw_agreement_id": agreement_id,
+                    "role": "base",
+                    "marker": marker,
+                    "cw_addition_id": addition["id"],
+                    "adopted": False,
+                    "create_pending": False,
+                    "last_written": {
+                        "quantity": str(count),
+                        "unit_price": "3.00",
+                        "unit_cost": "1.25",
+                        "less_included": "0",
+                    },
+                }
+            )
     async with ctx.engine.begin() as conn:
-        for model, rows in ((Company, company_rows), (SyncState, state_rows), (LicenseChange, ledger_rows),
-                            (TrackedAddition, tracked_rows)):
+        for model, rows in (
+            (Company, company_rows),
+            (SyncState, state_rows),
+            (LicenseChange, ledger_rows),
+            (TrackedAddition, tracked_rows),
+        ):
             for start in range(0, len(rows), 5000):
-                if rows[start:start + 5000]:
-                    await conn.execute(insert(model), rows[start:start + 5000])
+                if rows[start : start + 5000]:
+                    await conn.execute(insert(model), rows[start : start + 5000])
     return BigTenant(tenant=tenant, companies=companies)
 
 
@@ -129,8 +211,5 @@ async def database_size(ctx: AppContext) -> int:
         return int(pages) * int(size)
 
 
-def app_for(settings: Settings, sandbox: Sandbox | None = None):  # type: ignore[no-untyped-def]
+def app_for(settings: Settings, sandbox: Sandbox | None = None) -> FastAPI:
     return create_app(settings, sandbox=sandbox)
-
-
-_ = Base

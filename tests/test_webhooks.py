@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from app.context import AppContext
-from app.db.models import Company, LicenseChange, SyncState, WebhookInbox, WebhookSecret
+from app.db.models import Company, LicenseChange, SyncState, WebhookInbox
 from app.services.tenants import NewTenant, rotate_webhook_secret
 from app.services.webhook_intake import purge_inbox
 from tests.conftest import TenantFactory
@@ -193,36 +193,47 @@ async def test_oversize_bodies_are_413(client: httpx.AsyncClient, tenant: NewTen
 async def test_several_signatures_and_rotation_grace(
     client: httpx.AsyncClient, tenant: NewTenant, ctx: AppContext
 ) -> None:
+    url = f"/webhooks/portal/{tenant.tenant_id}"
+    # This process has the old secret cached; then the secret is rotated (as the CLI does, from another process).
+    warm = json.dumps(license_event("c-0", 1, sequence=1))
+    assert (
+        await client.post(url, content=warm, headers=signed_headers(tenant.webhook_secret, warm))
+    ).status_code == 202
     async with ctx.sessionmaker() as s, s.begin():
         new_secret = await rotate_webhook_secret(
-            s, box=ctx.secrets, tenant_id=tenant.tenant_id, grace=timedelta(hours=24)
+            s, box=ctx.secrets, tenant_id=tenant.tenant_id, grace=timedelta(seconds=2)
         )
     body = json.dumps(license_event("c-1", 2, sequence=1))
     old_headers = signed_headers(tenant.webhook_secret, body, webhook_id="m1")
     new_headers = signed_headers(new_secret, body, webhook_id="m1")
-    # The portal sends both signatures during rotation; either secret verifies.
+    # The portal sends both signatures during rotation; the new secret is known at once.
     both = {**new_headers, "webhook-signature": f"v1,AAAA {old_headers['webhook-signature']}"}
-    assert (await client.post(f"/webhooks/portal/{tenant.tenant_id}", content=body, headers=both)).status_code == 202
+    assert (await client.post(url, content=body, headers=both)).status_code == 202
     body2 = json.dumps(license_event("c-1", 3, sequence=2))
-    old_only = await client.post(
-        f"/webhooks/portal/{tenant.tenant_id}", content=body2, headers=signed_headers(tenant.webhook_secret, body2)
-    )
+    old_only = await client.post(url, content=body2, headers=signed_headers(tenant.webhook_secret, body2))
     assert old_only.status_code == 202  # still inside the grace period
-    async with ctx.sessionmaker() as s, s.begin():
-        await s.execute(
-            update(WebhookSecret)
-            .where(WebhookSecret.expires_at.is_not(None))
-            .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
-        )
+    await asyncio.sleep(2.2)  # the grace period ends
     body3 = json.dumps(license_event("c-1", 4, sequence=3))
-    expired = await client.post(
-        f"/webhooks/portal/{tenant.tenant_id}", content=body3, headers=signed_headers(tenant.webhook_secret, body3)
-    )
+    expired = await client.post(url, content=body3, headers=signed_headers(tenant.webhook_secret, body3))
     assert expired.status_code == 401
-    ok = await client.post(
-        f"/webhooks/portal/{tenant.tenant_id}", content=body3, headers=signed_headers(new_secret, body3)
-    )
+    ok = await client.post(url, content=body3, headers=signed_headers(new_secret, body3))
     assert ok.status_code == 202
+
+
+async def test_an_immediate_rotation_locks_the_old_secret_out_at_once(
+    client: httpx.AsyncClient, tenant: NewTenant, ctx: AppContext
+) -> None:
+    url = f"/webhooks/portal/{tenant.tenant_id}"
+    warm = json.dumps(license_event("c-0", 1, sequence=1))
+    assert (
+        await client.post(url, content=warm, headers=signed_headers(tenant.webhook_secret, warm))
+    ).status_code == 202
+    async with ctx.sessionmaker() as s, s.begin():  # a leaked secret: rotate with no grace
+        await rotate_webhook_secret(s, box=ctx.secrets, tenant_id=tenant.tenant_id, grace=timedelta(0))
+    body = json.dumps(license_event("c-0", 2, sequence=2))
+    assert (
+        await client.post(url, content=body, headers=signed_headers(tenant.webhook_secret, body))
+    ).status_code == 401
 
 
 async def test_invalid_event_with_a_valid_signature_is_422_and_recorded_nowhere(

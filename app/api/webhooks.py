@@ -13,11 +13,12 @@ from app.api import openapi_components
 from app.api.deps import ContextDep, SessionDep
 from app.api.problems import error_responses
 from app.api.schemas.webhooks import PortalEvent, WebhookAck
+from app.db.base import utcnow
 from app.db.models import Tenant
 from app.errors import PayloadTooLargeError, UnprocessableError, WebhookSignatureError
 from app.logging import get_logger
 from app.security.webhooks import SignatureError, verify
-from app.services.tenants import valid_webhook_secrets
+from app.services.tenants import webhook_secret_entries
 from app.services.webhook_intake import Event, accept_event
 
 MAX_BODY_BYTES = 64 * 1024
@@ -64,8 +65,8 @@ async def verified_delivery(
     webhook_id = headers.get("webhook-id")
     structlog.contextvars.bind_contextvars(tenant_id=tenant_id, webhook_id=(webhook_id or "")[:100])
     tenant = await session.get(Tenant, tenant_id)
-    secrets = await valid_webhook_secrets(session, box=ctx.secrets, tenant_id=tenant_id) if tenant else []
-    try:
+
+    async def check(secrets: list[str]) -> None:
         verify(
             secrets=secrets,
             webhook_id=webhook_id,
@@ -73,6 +74,13 @@ async def verified_delivery(
             signature_header=headers.get("webhook-signature"),
             body=body,
         )
+
+    try:
+        if tenant is None:
+            await check([])
+        else:
+            cached = _cached_secrets(ctx, tenant)
+            await check(cached if cached is not None else await _load_secrets(ctx, session, tenant))
     except SignatureError as exc:
         ctx.metrics.webhooks.labels("rejected").inc()
         log.info("webhook.rejected", reason=str(exc))
@@ -80,6 +88,22 @@ async def verified_delivery(
     if tenant is None or webhook_id is None:  # verify() has already refused these; keep the types honest
         raise WebhookSignatureError("no signature matches")
     return VerifiedDelivery(tenant, webhook_id, body)
+
+
+def _cached_secrets(ctx: ContextDep, tenant: Tenant) -> list[str] | None:
+    """This process's decrypted secrets, if no rotation happened since (any process bumps secrets_version), without
+    those whose grace period has ended since they were loaded."""
+    entry = ctx.webhook_secrets.get(tenant.id)
+    if entry is None or entry[0] != tenant.secrets_version:
+        return None
+    now = utcnow()
+    return [secret for secret, until in entry[1] if until is None or until > now]
+
+
+async def _load_secrets(ctx: ContextDep, session: SessionDep, tenant: Tenant) -> list[str]:
+    entries = await webhook_secret_entries(session, box=ctx.secrets, tenant_id=tenant.id)
+    ctx.webhook_secrets[tenant.id] = (tenant.secrets_version, entries)
+    return [secret for secret, _ in entries]
 
 
 def parse_event(body: bytes) -> tuple[Event | None, dict[str, Any]]:
@@ -134,6 +158,7 @@ async def receive_portal_webhook(
     ctx.metrics.webhooks.labels(result.outcome).inc()
     log.info("webhook.accepted", event_type=payload["type"], outcome=result.outcome)
     if result.duplicate:
+        await session.rollback()  # this request owns the transaction: undo what the duplicate applied
         response.status_code = 200
         return WebhookAck(status="duplicate", outcome="duplicate")
     return WebhookAck(status="accepted", outcome=result.outcome)

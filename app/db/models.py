@@ -31,6 +31,8 @@ class Tenant(TimestampMixin, Base):
     decrease_policy: Mapped[str] = mapped_column(String(16), default="no_credit", nullable=False)
     sync_mode: Mapped[str] = mapped_column(String(16), default="auto", nullable=False)
     drift_policy: Mapped[str] = mapped_column(String(16), default="hold", nullable=False)
+    # Bumped by every webhook secret rotation: processes caching decrypted secrets reload when it moves.
+    secrets_version: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
 
 
 class ApiClient(TimestampMixin, Base):

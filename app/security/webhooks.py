@@ -22,6 +22,10 @@ class SignatureError(Exception):
     """The delivery cannot be trusted. The message names the reason, never a secret."""
 
 
+class NoMatchingSignatureError(SignatureError):
+    """Well-formed and fresh, but signed with none of the given secrets."""
+
+
 def _secret_bytes(secret: str) -> bytes:
     raw = secret.removeprefix("whsec_")
     try:
@@ -72,4 +76,4 @@ def verify(
         expected = hmac.new(_secret_bytes(secret), signed, hashlib.sha256).digest()
         if any(hmac.compare_digest(expected, candidate) for candidate in offered):
             return sent_at
-    raise SignatureError("no signature matches")
+    raise NoMatchingSignatureError("no signature matches")

@@ -14,6 +14,13 @@ from app.errors import NotFoundError
 async def lock_or_create_company(session: AsyncSession, *, tenant_id: str, external_id: str, name: str) -> Company:
     """The company row, created if new, and locked for this transaction on PostgreSQL (SQLite transactions are
     already serialized), so concurrent events of one company apply one after another."""
+    statement = select(Company).where(Company.tenant_id == tenant_id, Company.external_id == external_id)
+    if is_postgres(session):
+        statement = statement.with_for_update()
+    statement = statement.execution_options(populate_existing=True)
+    company = (await session.scalars(statement)).one_or_none()
+    if company is not None:
+        return company
     now = utcnow()
     company_id = new_id()
     inserted = await insert_ignore(
@@ -38,11 +45,8 @@ async def lock_or_create_company(session: AsyncSession, *, tenant_id: str, exter
             {"company_id": company_id, "tenant_id": tenant_id, "status": "in_sync", "generation": 0, "attempts": 0},
             conflict=("company_id",),
         )
-    statement = select(Company).where(Company.tenant_id == tenant_id, Company.external_id == external_id)
-    if is_postgres(session):
-        statement = statement.with_for_update()
-    company = (await session.scalars(statement.execution_options(populate_existing=True))).one()
-    return company
+    # Inserted now, or by a concurrent transaction that committed first: either way it is there to lock.
+    return (await session.scalars(statement)).one()
 
 
 async def get_company(session: AsyncSession, *, tenant_id: str, external_id: str) -> Company:

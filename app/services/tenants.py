@@ -63,7 +63,8 @@ async def rotate_webhook_secret(
     session: AsyncSession, *, box: SecretBox, tenant_id: str, grace: timedelta, now: datetime | None = None
 ) -> str:
     """Make a new current secret; the previous ones stay valid for `grace` (never longer than they already were)."""
-    await get_tenant(session, tenant_id)
+    tenant = await get_tenant(session, tenant_id)
+    tenant.secrets_version += 1
     now = now or utcnow()
     until = now + grace
     previous = await session.scalars(select(WebhookSecret).where(WebhookSecret.tenant_id == tenant_id))
@@ -88,6 +89,25 @@ async def rotate_webhook_secret(
         after={"previous_valid_until": until.isoformat()},
     )
     return secret
+
+
+async def webhook_secret_entries(
+    session: AsyncSession, *, box: SecretBox, tenant_id: str, now: datetime | None = None
+) -> list[tuple[str, datetime | None]]:
+    """(secret, valid until) for every secret still valid now; until is None for the current one."""
+    now = now or utcnow()
+    rows = await session.scalars(
+        select(WebhookSecret)
+        .where(
+            WebhookSecret.tenant_id == tenant_id,
+            or_(WebhookSecret.expires_at.is_(None), WebhookSecret.expires_at > now),
+        )
+        .order_by(WebhookSecret.created_at.desc())
+    )
+    return [
+        (box.decrypt(r.secret_encrypted, tenant_id=tenant_id, purpose=WEBHOOK_SECRET_PURPOSE), r.expires_at)
+        for r in rows
+    ]
 
 
 async def valid_webhook_secrets(

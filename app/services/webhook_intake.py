@@ -106,24 +106,12 @@ async def accept_event(
     event: Event | None,
     payload: dict[str, Any],
 ) -> IntakeResult:
-    """Record the delivery once per (tenant, webhook-id) and apply it; a redelivery has no second effect."""
+    """Apply the event, then record the delivery once per (tenant, webhook-id).
+
+    The inbox row goes in last, with the outcome: if another delivery of the same id got there first, this one
+    reports a duplicate and the caller (which owns the transaction) rolls its effects back — no second effect.
+    """
     received_at = utcnow()
-    event_type = str(payload.get("type", ""))[:64]
-    inserted = await insert_ignore(
-        session,
-        WebhookInbox,
-        {
-            "tenant_id": tenant.id,
-            "webhook_id": webhook_id,
-            "event_type": event_type,
-            "received_at": received_at,
-            "outcome": "pending",
-            "payload": payload,
-        },
-        conflict=("tenant_id", "webhook_id"),
-    )
-    if not inserted:
-        return IntakeResult(duplicate=True, outcome="duplicate")
     if isinstance(event, LicenseCountChanged):
         outcome = await _license_changed(
             session, tenant=tenant, event=event, webhook_id=webhook_id, received_at=received_at
@@ -134,11 +122,21 @@ async def accept_event(
         outcome = await _company_deleted(session, tenant=tenant, event=event)
     else:
         outcome = "unknown_type"
-    await session.execute(
-        update(WebhookInbox)
-        .where(WebhookInbox.tenant_id == tenant.id, WebhookInbox.webhook_id == webhook_id)
-        .values(outcome=outcome)
+    inserted = await insert_ignore(
+        session,
+        WebhookInbox,
+        {
+            "tenant_id": tenant.id,
+            "webhook_id": webhook_id,
+            "event_type": str(payload.get("type", ""))[:64],
+            "received_at": received_at,
+            "outcome": outcome,
+            "payload": payload,
+        },
+        conflict=("tenant_id", "webhook_id"),
     )
+    if not inserted:
+        return IntakeResult(duplicate=True, outcome="duplicate")
     return IntakeResult(duplicate=False, outcome=outcome)
 
 

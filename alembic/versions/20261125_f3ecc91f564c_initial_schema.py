@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: c35ab248b56c
+Revision ID: f3ecc91f564c
 Revises: 
-Create Date: 2026-11-25 17:55:14.693028
+Create Date: 2026-11-25 18:13:54.368736
 """
 
 from collections.abc import Sequence
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 import app.db.types
 from alembic import op
 
-revision: str = 'c35ab248b56c'
+revision: str = 'f3ecc91f564c'
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -30,6 +30,7 @@ def upgrade() -> None:
     sa.Column('decrease_policy', sa.String(length=16), nullable=False),
     sa.Column('sync_mode', sa.String(length=16), nullable=False),
     sa.Column('drift_policy', sa.String(length=16), nullable=False),
+    sa.Column('secrets_version', sa.Integer(), nullable=False),
     sa.Column('created_at', app.db.types.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_tenant'))
     )
