@@ -15,7 +15,7 @@ from app.api.problems import install_connectwise_handlers, install_problem_handl
 from app.connectwise.sandbox.app import Sandbox
 from app.context import AppContext
 from app.logging import configure_logging
-from app.middleware import RequestContextMiddleware
+from app.middleware import RejectNulMiddleware, RequestContextMiddleware
 from app.settings import Settings, get_settings
 
 API_TITLE = "cw-billing-sync"
@@ -61,7 +61,8 @@ def create_app(
     app.state.ctx = ctx
     install_problem_handlers(app)
     install_connectwise_handlers(app)
-    app.add_middleware(RequestContextMiddleware, metrics=ctx.metrics)
+    app.add_middleware(RejectNulMiddleware)
+    app.add_middleware(RequestContextMiddleware, metrics=ctx.metrics)  # outermost: it sees every answer
     app.include_router(health.router)
     app.include_router(auth.router)
     app.include_router(webhooks.router)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
@@ -56,3 +57,77 @@ class RequestContextMiddleware:
                 duration_ms=round(elapsed * 1000, 2),
             )
             structlog.contextvars.clear_contextvars()
+
+
+MAX_CHECKED_BODY = 1024 * 1024
+
+
+class RejectNulMiddleware:
+    """NUL characters cannot be stored by PostgreSQL and never belong in this API's input: answer 422 for any in the
+    path, query or body (raw or as JSON's \\u0000 escape) before the request reaches a handler."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        raw_path = scope.get("raw_path") or scope["path"].encode()
+        target = raw_path + b"?" + scope.get("query_string", b"")
+        if b"%00" in target or b"\x00" in target or "\x00" in scope["path"]:
+            await _reject(scope, send, "NUL characters are not allowed in the URL")
+            return
+        if scope["path"].startswith("/webhooks/"):
+            # Signature first (a bad one is a 401 whatever the body holds); the webhook parser checks NUL after.
+            await self.app(scope, receive, send)
+            return
+        form = dict(scope["headers"]).get(b"content-type", b"").startswith(b"application/x-www-form-urlencoded")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            body = message.get("body", b"")
+            size += len(body)
+            chunks.append(body)
+            if not message.get("more_body") or size > MAX_CHECKED_BODY:
+                break
+        body = b"".join(chunks)
+        if b"\x00" in body or b"\\u0000" in body or (form and b"%00" in body):
+            await _reject(scope, send, "NUL characters are not allowed in the body")
+            return
+        replayed = False
+        more = size > MAX_CHECKED_BODY  # too large to check whole: the rest streams through unchecked
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": more}
+            return await receive()  # the rest of a large body, or the disconnect
+
+        await self.app(scope, replay, send)
+
+
+async def _reject(scope: Scope, send: Send, detail: str) -> None:
+    payload = json.dumps(
+        {
+            "type": "https://cw-billing-sync.dev/problems/invalid_characters",
+            "title": "Invalid characters",
+            "status": 422,
+            "detail": detail,
+            "instance": scope.get("path", ""),
+            "code": "invalid_characters",
+        }
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 422,
+            "headers": [
+                (b"content-type", b"application/problem+json"),
+                (b"content-length", str(len(payload)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})

@@ -183,3 +183,16 @@ async def test_isolation_second_sees_no_leftovers(session: AsyncSession) -> None
     # Runs after the test above (file order); fails if rows leak between tests.
     for table in Base.metadata.sorted_tables:
         assert await session.scalar(select(func.count()).select_from(table)) == 0, table.name
+
+
+async def test_nul_characters_are_refused_with_422_not_500(client: httpx.AsyncClient) -> None:
+    # PostgreSQL cannot store NUL; it must never reach a query.
+    for response in (
+        await client.post("/api/v1/auth/token", json={"client_id": "a\u0000b", "client_secret": "x"}),
+        await client.post("/api/v1/auth/token", data={"client_id": "a\x00b", "client_secret": "x"}),
+        await client.get("/api/v1/companies/a%00b"),
+        await client.get("/api/v1/companies", params={"search": "x\x00"}),
+    ):
+        assert response.status_code == 422, response.text
+        assert response.json()["code"] == "invalid_characters"
+    assert (await client.post("/api/v1/auth/token", json={"client_id": "ab", "client_secret": "x"})).status_code == 401

@@ -307,3 +307,17 @@ async def test_same_company_id_in_two_tenants_stays_separate(
     assert company_a is not None
     assert company_b is not None
     assert (company_a.license_count, company_b.license_count) == (3, 8)
+
+
+async def test_a_signed_event_with_nul_characters_is_422(
+    client: httpx.AsyncClient, tenant: NewTenant, ctx: AppContext
+) -> None:
+    response = await deliver(
+        client,
+        tenant.tenant_id,
+        tenant.webhook_secret,
+        {"type": "company.upserted", "data": {"company_id": "c\u0000", "name": "x"}},
+    )
+    assert response.status_code == 422
+    assert response.json()["code"] == "invalid_event"
+    assert await _count(ctx, WebhookInbox) == 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -12,7 +11,7 @@ from sqlalchemy import func, select
 
 from app.api.deps import ContextDep, PrincipalDep, SessionDep
 from app.api.problems import CW_ERROR_RESPONSES, error_responses
-from app.api.schemas.common import money_str
+from app.api.schemas.common import IsoDateTime, money_str
 from app.api.schemas.product import (
     CatalogItemRead,
     CatalogOption,
@@ -362,7 +361,7 @@ async def list_audit_events(
     object_type: Annotated[str | None, Query(max_length=50)] = None,
     object_id: Annotated[str | None, Query(max_length=100)] = None,
     action: Annotated[str | None, Query(max_length=100)] = None,
-    since: datetime | None = None,
+    since: Annotated[IsoDateTime | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> AuditPage:
@@ -374,8 +373,6 @@ async def list_audit_events(
     if action:
         statement = statement.where(AuditEvent.action == action)
     if since is not None:
-        if since.tzinfo is None:
-            raise InvalidSettingError("since must include a timezone, e.g. 2026-11-01T00:00:00Z")
         statement = statement.where(AuditEvent.created_at >= since)
     total = await session.scalar(select(func.count()).select_from(statement.subquery())) or 0
     rows = await session.scalars(statement.order_by(AuditEvent.id.desc()).limit(limit).offset(offset))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -96,14 +97,11 @@ def install_problem_handlers(app: FastAPI) -> None:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "HTTP error")
         detail = exc.detail if isinstance(exc.detail, str) else None
-        return problem_response(
-            request,
-            status=exc.status_code,
-            code=code,
-            title=title,
-            detail=detail,
-            headers=dict(exc.headers or {}),
-        )
+        headers = {k: v for k, v in (exc.headers or {}).items() if k.lower() != "allow"}
+        if exc.status_code == 405:
+            # Several routes may serve one path; Starlette names only the first one's methods.
+            headers["Allow"] = ", ".join(allowed_methods(app, request.url.path))
+        return problem_response(request, status=exc.status_code, code=code, title=title, detail=detail, headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -164,3 +162,13 @@ CW_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     },
     503: {"model": Problem, "description": "ConnectWise is unavailable or throttling", "content": {PROBLEM_JSON: {}}},
 }
+
+
+def allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """Every documented method of the path template that matches `path`."""
+    methods: set[str] = set()
+    for template, operations in app.openapi().get("paths", {}).items():
+        pattern = "^" + re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(template)) + "$"
+        if re.match(pattern, path):
+            methods |= {m.upper() for m in operations}
+    return sorted(methods)

@@ -111,6 +111,8 @@ def parse_event(body: bytes) -> tuple[Event | None, dict[str, Any]]:
         payload = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise InvalidEventError("The body is not JSON") from None
+    if b"\x00" in body or b"\\u0000" in body:
+        raise InvalidEventError("NUL characters are not allowed")
     if not isinstance(payload, dict) or not isinstance(payload.get("type"), str):
         raise InvalidEventError("The body must be an object with a string `type`")
     if payload["type"] not in KNOWN_TYPES:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, Field, WithJsonSchema
 
 from app.domain.money import is_valid_price
 
@@ -18,10 +18,19 @@ def _check_price(value: Decimal) -> Decimal:
     return value
 
 
+PRICE_PATTERN = r"^\d{1,14}(\.\d{1,4})?$"
+# Documented as the contract's decimal string; a JSON number is tolerated on input and checked the same way.
 PriceIn = Annotated[
     Decimal,
     AfterValidator(_check_price),
-    Field(description='A unit price or cost, e.g. "3.00" (up to 4 decimals)', json_schema_extra={"examples": ["3.00"]}),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": PRICE_PATTERN,
+            "examples": ["3.00"],
+            "description": 'A unit price or cost, e.g. "3.00" (up to 4 decimals)',
+        }
+    ),
 ]
 MoneyStr = Annotated[str, Field(pattern=MONEY_PATTERN, examples=["3.00"])]
 
@@ -49,3 +58,15 @@ def present(model: BaseModel, name: str) -> bool:
 def dump_changes(before: dict[str, Any], after: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     keys = [k for k in after if before.get(k) != after.get(k)]
     return {k: before.get(k) for k in keys}, {k: after[k] for k in keys}
+
+
+def _iso_only(value: Any) -> Any:
+    """Pydantic would read a bare number as a Unix timestamp; the documented format is ISO 8601."""
+    if isinstance(value, int | float) or (
+        isinstance(value, str) and value.strip().lstrip("-").replace(".", "", 1).isdigit()
+    ):
+        raise ValueError("use an ISO 8601 date-time with a timezone, e.g. 2026-11-16T14:03:00Z")
+    return value
+
+
+IsoDateTime = Annotated[AwareDatetime, BeforeValidator(_iso_only)]

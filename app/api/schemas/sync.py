@@ -3,14 +3,14 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 
-from app.api.schemas.common import MoneyStr
+from app.api.schemas.common import IsoDateTime, MoneyStr
 
 
 class PreviewRequest(BaseModel):
     license_count: int = Field(ge=0, le=10_000_000)
-    effective_at: AwareDatetime | None = Field(default=None, description="Defaults to now")
+    effective_at: IsoDateTime | None = Field(default=None, description="Defaults to now")
 
 
 class PeriodRead(BaseModel):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel
+from pydantic import BaseModel, ConfigDict, Field, RootModel
+
+from app.api.schemas.common import IsoDateTime
 
 CompanyRef = Annotated[str, Field(min_length=1, max_length=100, description="The portal's company id")]
 
@@ -18,7 +20,7 @@ class LicenseCountChangedData(_Data):
     company_name: str | None = Field(default=None, max_length=200)
     license_count: int = Field(ge=0, le=10_000_000)
     previous_count: int | None = Field(default=None, ge=0, le=10_000_000)
-    effective_at: AwareDatetime | None = Field(default=None, description="Defaults to the delivery time")
+    effective_at: IsoDateTime | None = Field(default=None, description="Defaults to the delivery time")
     sequence: int | None = Field(default=None, ge=0, le=2**62, description="Increases per company")
 
 
