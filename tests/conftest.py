@@ -16,6 +16,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
+from app.connectwise.client import DEFAULT_TIMEOUT
+from app.connectwise.sandbox.app import SandboxTransport
 from app.context import AppContext
 from app.db.base import Base
 from app.db.migrate import upgrade_to_head
@@ -24,6 +26,7 @@ from app.main import create_app
 from app.security.encryption import generate_key
 from app.services.tenants import NewTenant, create_tenant
 from app.settings import Environment, Settings, load_settings
+from tests.spec_validation import SpecValidator, ValidatingTransport
 
 SHARED_DIR = Path(__file__).resolve().parents[2] / "shared"
 TEST_SIGNING_KEY = "test-signing-key-" + os.urandom(24).hex()
@@ -101,8 +104,23 @@ def settings(database_url: str, tmp_dir: Path) -> Settings:
 
 
 @pytest.fixture
-def app(settings: Settings, engine: AsyncEngine) -> FastAPI:
-    return create_app(settings, engine=engine)
+async def app(settings: Settings, engine: AsyncEngine) -> AsyncIterator[FastAPI]:
+    """The app, with its in-process sandbox traffic checked against ConnectWise's OpenAPI (when ../shared exists):
+    any request the service sends to CW, or answer it gets, that breaks the spec fails the test."""
+    application = create_app(settings, engine=engine)
+    ctx: AppContext = application.state.ctx
+    validator = (
+        SpecValidator(SHARED_DIR / "connectwise" / "openapi-subset.lenient.json") if SHARED_DIR.exists() else None
+    )
+    if ctx.sandbox is not None and ctx.sandbox_http is not None:
+        await ctx.sandbox_http.aclose()
+        ctx.sandbox_http = httpx.AsyncClient(
+            transport=ValidatingTransport(SandboxTransport(ctx.sandbox), validator), timeout=DEFAULT_TIMEOUT
+        )
+    yield application
+    await ctx.aclose()
+    if validator is not None:
+        assert validator.problems == [], "\n".join(validator.problems[:20])
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,26 @@ class Operation:
     parameters: list[dict[str, Any]]
 
 
+@lru_cache(maxsize=2)
+def _load(path: Path) -> tuple[dict[str, Any], Registry[Any], list[Operation]]:
+    """The spec, parsed once per process (every test builds a validator)."""
+    document = json.loads(path.read_text())
+    registry: Registry[Any] = Registry().with_resource(
+        _BASE, Resource.from_contents(document, default_specification=DRAFT4)
+    )
+    operations: list[Operation] = []
+    for template, item in document["paths"].items():
+        regex = "^" + re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(template)) + "$"
+        for method, op in item.items():
+            if method == "parameters":
+                continue
+            params = [*item.get("parameters", []), *op.get("parameters", [])]
+            operations.append(Operation(method.upper(), template, re.compile(regex), op, params))
+    # Literal segments win over parameters (/finance/agreements/types before /finance/agreements/{id}).
+    operations.sort(key=lambda o: o.template.count("{"))
+    return document, registry, operations
+
+
 @dataclass
 class SpecValidator:
     path: Path
@@ -53,20 +74,7 @@ class SpecValidator:
     checked: int = 0
 
     def __post_init__(self) -> None:
-        self.document = json.loads(self.path.read_text())
-        self.registry: Registry[Any] = Registry().with_resource(
-            _BASE, Resource.from_contents(self.document, default_specification=DRAFT4)
-        )
-        self.operations: list[Operation] = []
-        for template, item in self.document["paths"].items():
-            regex = "^" + re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(template)) + "$"
-            for method, op in item.items():
-                if method == "parameters":
-                    continue
-                params = [*item.get("parameters", []), *op.get("parameters", [])]
-                self.operations.append(Operation(method.upper(), template, re.compile(regex), op, params))
-        # Literal segments win over parameters (/finance/agreements/types before /finance/agreements/{id}).
-        self.operations.sort(key=lambda o: o.template.count("{"))
+        self.document, self.registry, self.operations = _load(self.path)
 
     def _schema_errors(self, schema: dict[str, Any], instance: Any) -> list[str]:
         resolved = self._deref(schema)

@@ -32,7 +32,6 @@ from app.api.schemas.sync import (
 from app.db.models import BillingProduct, Company, LicenseChange, SyncState, TrackedAddition
 from app.domain.periods import BillingCycle, Period, period_containing
 from app.domain.plan import BillingInputs, Role, describe_change, desired_additions, native_expected_amount
-from app.domain.pricing import resolve_price
 from app.domain.proration import (
     CountChange,
     DecreasePolicy,
@@ -44,7 +43,7 @@ from app.domain.proration import (
 )
 from app.errors import ConflictError, NotAuthenticatedError, NotFoundError
 from app.services.audit import record_audit
-from app.services.billing_inputs import NotReadyError, count_changes, ledger, load_inputs
+from app.services.billing_inputs import NotReadyError, count_changes, effective_price, ledger, load_inputs
 from app.services.companies import get_company
 from app.services.sync_schedule import schedule_sync
 from app.services.tenants import get_tenant
@@ -176,12 +175,7 @@ async def charges(
     if company.billing_cycle is None or company.bill_start_date is None:
         raise NotReadyError(f"Company {company_id} is not mapped to an agreement yet")
     product = await session.get(BillingProduct, tenant.id)
-    price = resolve_price(
-        price_override=company.unit_price_override,
-        cost_override=company.unit_cost_override,
-        default_price=product.unit_price if product else None,
-        default_cost=product.unit_cost if product else None,
-    )
+    price = effective_price(company, product)
     window = period_containing(period, cycle=BillingCycle(company.billing_cycle), anchor=company.bill_start_date)
     applied = await ledger(session, company)
     changes, opening = count_changes(applied, tenant.timezone)
@@ -356,12 +350,7 @@ async def reconciliation(principal: PrincipalDep, session: SessionDep) -> Reconc
         mine = [t for t in tracked if t.company_id == company.id]
         base = next((t for t in mine if t.role == "base"), None)
         held = snapshot.get(str(base.cw_addition_id)) if base and base.cw_addition_id else None
-        price = resolve_price(
-            price_override=company.unit_price_override,
-            cost_override=company.unit_cost_override,
-            default_price=product.unit_price if product else None,
-            default_cost=product.unit_cost if product else None,
-        )
+        price = effective_price(company, product)
         problems: list[str] = [d["detail"] for d in (state.drift or [])] if state else []
         if state and state.last_error:
             problems.append(state.last_error)

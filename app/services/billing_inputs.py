@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db.models import BillingProduct, Company, LicenseChange, Tenant
 from app.domain.periods import BillingCycle
 from app.domain.plan import AdditionFields, BillingInputs
-from app.domain.pricing import resolve_price
+from app.domain.pricing import EffectivePrice, resolve_price
 from app.domain.proration import CountChange, DecreasePolicy, ProrationMode, local_day
 from app.errors import ConflictError
 
@@ -23,6 +23,16 @@ DATE_FIELDS = ("effective_date", "cancelled_date")
 class NotReadyError(ConflictError):
     code = "not_ready"
     title = "The company cannot be billed yet"
+
+
+def effective_price(company: Company, product: BillingProduct | None) -> EffectivePrice:
+    """The company's override where it has one, else the product's default."""
+    return resolve_price(
+        price_override=company.unit_price_override,
+        cost_override=company.unit_cost_override,
+        default_price=product.unit_price if product else None,
+        default_cost=product.unit_cost if product else None,
+    )
 
 
 def marker_prefix(company: Company) -> str:
@@ -60,12 +70,7 @@ async def load_inputs(
     product = await session.get(BillingProduct, tenant.id)
     if product is None:
         raise NotReadyError("No product is mapped yet")
-    price = resolve_price(
-        price_override=company.unit_price_override,
-        cost_override=company.unit_cost_override,
-        default_price=product.unit_price,
-        default_cost=product.unit_cost,
-    )
+    price = effective_price(company, product)
     changes, opening = count_changes(await ledger(session, company), tenant.timezone)
     if extra is not None:
         changes = (*changes, extra)

@@ -17,9 +17,9 @@ from app.connectwise.schemas import Agreement
 from app.db.base import utcnow
 from app.db.models import BillingProduct, Company, SyncState, Tenant, TrackedAddition
 from app.domain.periods import UnsupportedBillingCycleError, parse_cycle
-from app.domain.pricing import resolve_price
 from app.errors import UnprocessableError
 from app.services.audit import record_audit
+from app.services.billing_inputs import effective_price
 from app.services.sync_schedule import schedule_sync
 from app.services.webhook_intake import sync_eligible
 
@@ -199,12 +199,7 @@ async def company_view(
                 TrackedAddition.retired_at.is_(None),
             )
         )
-    price = resolve_price(
-        price_override=company.unit_price_override,
-        cost_override=company.unit_cost_override,
-        default_price=product.unit_price if product else None,
-        default_cost=product.unit_cost if product else None,
-    )
+    price = effective_price(company, product)
     mapping = None
     if company.cw_agreement_id is not None and company.cw_company_id is not None:
         mapping = CompanyMapping(

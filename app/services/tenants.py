@@ -110,21 +110,6 @@ async def webhook_secret_entries(
     ]
 
 
-async def valid_webhook_secrets(
-    session: AsyncSession, *, box: SecretBox, tenant_id: str, now: datetime | None = None
-) -> list[str]:
-    now = now or utcnow()
-    rows = await session.scalars(
-        select(WebhookSecret)
-        .where(
-            WebhookSecret.tenant_id == tenant_id,
-            or_(WebhookSecret.expires_at.is_(None), WebhookSecret.expires_at > now),
-        )
-        .order_by(WebhookSecret.created_at.desc())
-    )
-    return [box.decrypt(r.secret_encrypted, tenant_id=tenant_id, purpose=WEBHOOK_SECRET_PURPOSE) for r in rows]
-
-
 async def create_tenant(session: AsyncSession, *, box: SecretBox, name: str) -> NewTenant:
     tenant = Tenant(name=name)
     session.add(tenant)

@@ -145,7 +145,11 @@ class Worker:
             depth = await session.scalar(
                 select(func.count()).select_from(SyncState).where(SyncState.due_at.is_not(None))
             )
+            drifting = await session.scalar(
+                select(func.count()).select_from(SyncState).where(SyncState.status == "drift")
+            )
         self.ctx.metrics.sync_queue_depth.set(depth or 0)
+        self.ctx.metrics.drift.set(drifting or 0)
         return claims
 
     async def _clients(self, tenant_ids: set[str]) -> dict[str, ConnectWiseClient]:

@@ -196,7 +196,8 @@ async def test_mapping_rejections_say_why(
     store.agreements.get(1)["cancelledFlag"] = False
     store.agreements.get(1).update({"endDate": "2025-12-31T00:00:00Z", "noEndingDateFlag": False})
     _problem(await client.put(url, json={"cw_company_id": 1, "cw_agreement_id": 1}, headers=headers), 422, "expired")
-    store.agreements.get(1).update({"endDate": None, "noEndingDateFlag": True})
+    store.agreements.get(1).pop("endDate")
+    store.agreements.get(1)["noEndingDateFlag"] = True
     store.agreements.get(1)["billingCycle"] = {"id": 5, "name": "One Time"}
     _problem(
         await client.put(url, json={"cw_company_id": 1, "cw_agreement_id": 1}, headers=headers), 422, "NotRecurring"
