@@ -55,5 +55,7 @@ class BudgetRegistry:
     def for_tenant(self, tenant_id: str) -> RequestBudget:
         budget = self._budgets.get(tenant_id)
         if budget is None:
-            budget = self._budgets[tenant_id] = RequestBudget(self.per_minute)
+            # A 61 s window for a per-minute limit: CW counts a call when it arrives, we when we send it, so a call
+            # sent exactly 60 s after the first of a full window could still land inside CW's window.
+            budget = self._budgets[tenant_id] = RequestBudget(self.per_minute, window=61.0)
         return budget
