@@ -216,6 +216,8 @@ async def get_product(principal: PrincipalDep, session: SessionDep) -> ProductRe
 def _price(given: Decimal | None, from_catalog: Decimal | None) -> Decimal:
     """The explicit value, else the catalog item's (CW may hold more places: rounded half up to 4)."""
     value = given if given is not None else (from_catalog or Decimal(0))
+    if not value.is_finite() or not 0 <= value < Decimal(10) ** 14:
+        raise ProductNotUsableError(f"the catalog item's price or cost ({value}) is out of range; give one explicitly")
     return value.quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP)
 
 

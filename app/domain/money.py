@@ -33,7 +33,8 @@ def round_money(amount: Decimal, currency: str) -> Decimal:
 
 def is_valid_price(value: Decimal) -> bool:
     """A unit price or cost: finite, not negative, at most 4 decimals, below 10^14."""
-    return value.is_finite() and value >= 0 and value == value.quantize(_PRICE_QUANTUM) and value < Decimal(10) ** 14
+    # Magnitude before quantize: quantizing a huge value raises instead of answering.
+    return value.is_finite() and 0 <= value < Decimal(10) ** 14 and value == value.quantize(_PRICE_QUANTUM)
 
 
 def format_money(amount: Decimal, currency: str, *, places: int | None = None) -> str:

@@ -92,7 +92,8 @@ async def two_tenants(server: str, make_tenant: TenantFactory) -> None:
 
 
 @schema.parametrize()
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+# Deterministic examples: CI must not turn red on a new random draw (explore with derandomize=False locally).
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 def test_api_conforms_to_its_openapi_document(case: schemathesis.Case, two_tenants: None) -> None:  # type: ignore[type-arg]
     for token in TOKENS.values():
         # Every check except the two about input acceptance: negative-data rejection also flags unknown (ignored)

@@ -419,3 +419,12 @@ async def test_a_ciphertext_moved_to_another_tenant_does_not_decrypt(
         await client.post("/api/v1/connectwise/connection/test", headers=headers_b), 409, "re-enter the private key"
     )
     assert refused["code"] == "cw_connection_unreadable"
+
+
+async def test_absurd_prices_are_422_not_500(client: httpx.AsyncClient, make_tenant: TenantFactory) -> None:
+    tenant = await make_tenant("Acme")
+    headers = await configured_tenant(client, tenant)
+    for value in (4.922729284193401e28, "1e30", "NaN", -1):
+        response = await client.patch("/api/v1/billing/product", json={"unit_price": value}, headers=headers)
+        assert response.status_code == 422, (value, response.text)
+        assert "unit_price" in response.json()["detail"]

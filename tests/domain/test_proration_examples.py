@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from app.domain.money import format_money, round_money
+from app.domain.money import format_money, is_valid_price, round_money
 from app.domain.periods import BillingCycle, Period, next_period, parse_cycle, period_containing
 from app.domain.pricing import PriceSource, resolve_price
 from app.domain.proration import (
@@ -221,3 +221,10 @@ def test_price_resolution() -> None:
     assert (override.unit_price, override.price_source) == (Decimal("2.5"), PriceSource.override)
     assert (override.unit_cost, override.cost_source) == (Decimal("1.2"), PriceSource.product_default)
     assert not resolve_price(price_override=None, cost_override=None, default_price=None, default_cost=None).complete
+
+
+def test_price_validity() -> None:
+    assert is_valid_price(Decimal("3.1250"))
+    assert is_valid_price(Decimal("99999999999999.9999"))
+    for bad in ("-0.01", "3.00001", "1e14", "4.922729284193401e+28", "NaN", "Infinity"):
+        assert not is_valid_price(Decimal(bad)), bad

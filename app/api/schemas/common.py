@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, Field, WithJsonSchema
@@ -39,8 +39,11 @@ def money_str(value: Decimal | None) -> str | None:
     """`3` → "3.00", `3.125` → "3.125": at least the minor unit, never more places than stored."""
     if value is None:
         return None
-    if value == value.quantize(Decimal("0.01")):
-        return f"{value.quantize(Decimal('0.01'))}"
+    try:
+        if value == value.quantize(Decimal("0.01")):
+            return f"{value.quantize(Decimal('0.01'))}"
+    except InvalidOperation:  # beyond Decimal's precision (only ever a value read from CW): show it as it is
+        pass
     return f"{value.normalize():f}"
 
 
