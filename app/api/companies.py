@@ -32,9 +32,8 @@ from app.services.billing_inputs import NotReadyError
 from app.services.companies import get_company, lock_or_create_company
 from app.services.cw_connections import NotConnectedError, tenant_client
 from app.services.mapping import MappingRejectedError, company_view, map_company
-from app.services.sync_schedule import schedule_sync
+from app.services.sync_schedule import schedule_sync, sync_eligible
 from app.services.tenants import get_tenant
-from app.services.webhook_intake import sync_eligible
 
 router = APIRouter(prefix="/api/v1", tags=["companies"])
 CompanyPath = Annotated[str, Path(min_length=1, max_length=100, description="The portal's company id")]

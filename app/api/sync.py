@@ -29,7 +29,7 @@ from app.api.schemas.sync import (
     SyncRequest,
     SyncStatus,
 )
-from app.db.models import BillingProduct, Company, LicenseChange, SyncState, TrackedAddition
+from app.db.models import BillingProduct, Company, SyncState, TrackedAddition
 from app.domain.periods import BillingCycle, Period, period_containing
 from app.domain.plan import BillingInputs, Role, describe_change, desired_additions, native_expected_amount
 from app.domain.proration import (
@@ -177,8 +177,8 @@ async def charges(
     product = await session.get(BillingProduct, tenant.id)
     price = effective_price(company, product)
     window = period_containing(period, cycle=BillingCycle(company.billing_cycle), anchor=company.bill_start_date)
-    applied = await ledger(session, company)
-    changes, opening = count_changes(applied, tenant.timezone)
+    everything = await ledger(session, company, include_ignored=True)
+    changes, opening = count_changes([r for r in everything if r.ignored_reason is None], tenant.timezone)
     charge = period_charge(
         period=window,
         changes=changes,
@@ -188,11 +188,7 @@ async def charges(
         policy=DecreasePolicy(tenant.decrease_policy),
         currency=tenant.currency,
     )
-    rows = await session.scalars(
-        select(LicenseChange)
-        .where(LicenseChange.company_id == company.id)
-        .order_by(LicenseChange.effective_at, LicenseChange.id)
-    )
+    rows = sorted(everything, key=lambda r: (r.effective_at, r.id))
     entries = [
         LedgerEntry(
             sequence=r.sequence,

@@ -39,14 +39,12 @@ def marker_prefix(company: Company) -> str:
     return f"cwbs:{company.id.replace('-', '')}:"
 
 
-async def ledger(session: AsyncSession, company: Company) -> list[LicenseChange]:
-    return list(
-        await session.scalars(
-            select(LicenseChange)
-            .where(LicenseChange.company_id == company.id, LicenseChange.ignored_reason.is_(None))
-            .order_by(LicenseChange.sequence, LicenseChange.id)
-        )
-    )
+async def ledger(session: AsyncSession, company: Company, *, include_ignored: bool = False) -> list[LicenseChange]:
+    """The company's license changes in the portal's order; stale or ignored ones only when asked for."""
+    statement = select(LicenseChange).where(LicenseChange.company_id == company.id)
+    if not include_ignored:
+        statement = statement.where(LicenseChange.ignored_reason.is_(None))
+    return list(await session.scalars(statement.order_by(LicenseChange.sequence, LicenseChange.id)))
 
 
 def count_changes(rows: list[LicenseChange], timezone: str) -> tuple[tuple[CountChange, ...], int]:

@@ -20,8 +20,7 @@ from app.domain.periods import UnsupportedBillingCycleError, parse_cycle
 from app.errors import UnprocessableError
 from app.services.audit import record_audit
 from app.services.billing_inputs import effective_price
-from app.services.sync_schedule import schedule_sync
-from app.services.webhook_intake import sync_eligible
+from app.services.sync_schedule import schedule_sync, sync_eligible
 
 MARKER_PREFIX = "cwbs:"
 

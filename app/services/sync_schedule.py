@@ -8,8 +8,18 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.base import utcnow
-from app.db.models import SyncState
+from app.db.models import Company, SyncState, Tenant
 from app.db.upsert import is_postgres
+
+
+def sync_eligible(tenant: Tenant, company: Company) -> bool:
+    """Whether a change of this company should reach CW now (otherwise it waits in the ledger)."""
+    return (
+        tenant.billing_enabled
+        and company.billing_enabled
+        and company.deleted_at is None
+        and company.cw_agreement_id is not None
+    )
 
 
 async def schedule_sync(
@@ -37,9 +47,7 @@ async def schedule_sync(
 async def schedule_eligible(
     session: AsyncSession, *, tenant_id: str, reason: str, only_default_priced: bool = False
 ) -> int:
-    """Schedule every company that can sync now (billing on, enabled, mapped, not deleted)."""
-    from app.db.models import Company, Tenant
-
+    """Schedule every company that can sync now (the SQL form of `sync_eligible`)."""
     tenant = await session.get(Tenant, tenant_id)
     if tenant is None or not tenant.billing_enabled:
         return 0

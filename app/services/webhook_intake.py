@@ -14,7 +14,7 @@ from app.db.base import utcnow
 from app.db.models import Company, LicenseChange, Tenant, WebhookInbox
 from app.db.upsert import insert_ignore
 from app.services.companies import lock_or_create_company
-from app.services.sync_schedule import schedule_sync
+from app.services.sync_schedule import schedule_sync, sync_eligible
 
 Event = LicenseCountChanged | CompanyUpserted | CompanyDeleted
 
@@ -23,16 +23,6 @@ Event = LicenseCountChanged | CompanyUpserted | CompanyDeleted
 class IntakeResult:
     duplicate: bool
     outcome: str
-
-
-def sync_eligible(tenant: Tenant, company: Company) -> bool:
-    """Whether a change of this company should reach CW now (otherwise it waits in the ledger)."""
-    return (
-        tenant.billing_enabled
-        and company.billing_enabled
-        and company.deleted_at is None
-        and company.cw_agreement_id is not None
-    )
 
 
 async def _license_changed(
