@@ -44,8 +44,9 @@ from app.services.billing_inputs import (
     load_inputs,
     same_fields,
 )
-from app.services.cw_connections import get_connection
+from app.services.cw_connections import client_for, get_connection
 from app.services.mapping import AgreementFacts, MappingRejectedError, check_agreement
+from app.services.sync_schedule import sync_eligible
 
 # A hook for fault-injection tests: called with a step name; raising simulates a crash at that step.
 CrashHook = Callable[[str], Awaitable[None]]
@@ -153,19 +154,12 @@ async def reconcile_company(
         tenant = await session.get(Tenant, company.tenant_id)
         assert tenant is not None  # noqa: S101 (foreign key)
         state = await session.get(SyncState, company.id)
-        if not (
-            tenant.billing_enabled
-            and company.billing_enabled
-            and company.deleted_at is None
-            and company.cw_agreement_id is not None
-        ):
+        if not sync_eligible(tenant, company) or company.cw_agreement_id is None:
             return Outcome(status="paused", detail="billing is off, the company is not enabled, or not mapped")
         product = await session.get(BillingProduct, tenant.id)
         if product is None:
             return Outcome(status="paused", detail="no product mapped")
         if client is None:
-            from app.services.cw_connections import client_for
-
             client = client_for(ctx, await get_connection(session, tenant.id), attempts=3, retry_timeout=20)
         inputs = await load_inputs(session, tenant=tenant, company=company, now=now)
         agreement_id = company.cw_agreement_id
@@ -286,7 +280,6 @@ async def _apply(
             row.retired_at = None
         row.pending_write = written
     await crash("before_cw_write")
-    before: dict[str, Any] | None = None
     if op.kind is OpKind.create:
         body = {
             "product": {"id": product_id},
@@ -309,7 +302,7 @@ async def _apply(
             select(TrackedAddition).where(TrackedAddition.tenant_id == tenant_id, TrackedAddition.marker == op.marker)
         )
         assert row is not None  # noqa: S101 (written above)
-        before = fields_from_json(row.last_written)
+        before = dict(row.last_written) if row.last_written else None  # already JSON: as the audit stores it
         merged = {**(row.last_written or {}), **written}
         row.last_written = {k: v for k, v in merged.items() if k in MANAGED_FIELDS}
         row.last_written_at = utcnow()
@@ -324,7 +317,7 @@ async def _apply(
             action=action,
             object_type="company",
             object_id=company.external_id if company else company_pk,
-            before=fields_to_json(before) if before else None,
+            before=before,
             after={"cw_addition_id": addition.id, "role": op.role.value, "mode": mode.value, **written},
         )
     await crash("after_commit")
