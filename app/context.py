@@ -16,6 +16,7 @@ from app.db.session import create_engine, create_sessionmaker
 from app.metrics import Metrics
 from app.security.encryption import SecretBox
 from app.security.tokens import TokenIssuer
+from app.services.intake_queue import IntakeQueue, WebhookSecretCache
 from app.settings import Settings
 
 
@@ -34,14 +35,20 @@ class AppContext:
     codebases: CodebaseCache = field(default_factory=CodebaseCache)
     # Billing cycles per tenant (a CW setup table); cleared by the periodic full reconcile.
     billing_cycles: dict[str, dict[int, BillingCycle]] = field(default_factory=dict)
-    # Decrypted webhook secrets per tenant with their expiry, keyed by the tenant's secrets_version.
-    webhook_secrets: dict[str, tuple[int, list[tuple[str, datetime | None]]]] = field(default_factory=dict)
+    # Decrypted portal secrets (decrypted with whatever `secrets` holds at the time) and the webhook group commit.
+    webhook_secrets: WebhookSecretCache = field(init=False)
+    intake: IntakeQueue = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.webhook_secrets = WebhookSecretCache(lambda: self.secrets)
+        self.intake = IntakeQueue(self.sessionmaker, self.webhook_secrets, self.metrics)
 
     def now(self) -> datetime:
         """Now, for billing: the real time, or the pinned moment of a dev demo."""
         return self.settings.pin_now or datetime.now(UTC)
 
     async def aclose(self) -> None:
+        await self.intake.aclose()
         await self.cw_http.aclose()
         if self.sandbox_http is not None:
             await self.sandbox_http.aclose()

@@ -20,6 +20,15 @@ class Metrics:
             "cwbs_http_request_duration_seconds", "HTTP request latency", ["method", "route"], registry=r
         )
         self.webhooks = Counter("cwbs_webhooks_total", "Portal webhook deliveries by outcome", ["outcome"], registry=r)
+        self.intake_batch_size = Histogram(
+            "cwbs_intake_batch_size",
+            "Webhook deliveries written per transaction (group commit)",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=r,
+        )
+        self.intake_batch_latency = Histogram(
+            "cwbs_intake_batch_duration_seconds", "Time to write and commit one batch of deliveries", registry=r
+        )
         self.sync_queue_depth = Gauge("cwbs_sync_queue_depth", "Companies waiting for a reconcile", registry=r)
         self.sync_jobs = Counter("cwbs_sync_jobs_total", "Reconcile jobs by outcome", ["outcome"], registry=r)
         self.sync_job_latency = Histogram("cwbs_sync_job_duration_seconds", "Reconcile job duration", registry=r)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import itertools
 import json
 import os
 import platform
@@ -38,6 +37,7 @@ from bench.fixtures import (
     fresh_database,
     sqlite_url,
 )
+from bench.load import encode_post, run_load
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -115,34 +115,15 @@ class Server:
 
 
 async def _load(url: str, requests: list[tuple[bytes, dict[str, str]]], concurrency: int) -> dict[str, float]:
-    counter = itertools.count()
-    latencies: list[float] = []
-    errors = 0
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(limits=limits, timeout=60) as http:
-
-        async def one_connection() -> None:
-            nonlocal errors
-            while (i := next(counter)) < len(requests):
-                body, headers = requests[i]
-                started = time.perf_counter()
-                try:
-                    response = await http.post(url, content=body, headers=headers)
-                except httpx.TransportError:
-                    errors += 1
-                    continue
-                latencies.append(time.perf_counter() - started)
-                errors += response.status_code not in (200, 202)
-
-        started = time.perf_counter()
-        await asyncio.gather(*(one_connection() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
+    wire = [encode_post(url, body, headers) for body, headers in requests]
+    result = await run_load(url, wire, concurrency)
+    ok = sum(n for status, n in result.statuses.items() if status in (200, 202))
     return {
         "requests": len(requests),
-        "rps": round(len(requests) / elapsed, 1),
-        "p50_ms": round(_percentile(latencies, 50) * 1000, 2),
-        "p99_ms": round(_percentile(latencies, 99) * 1000, 2),
-        "errors": errors,
+        "rps": round(len(requests) / result.elapsed_s, 1),
+        "p50_ms": round(_percentile(result.latencies_s, 50) * 1000, 2),
+        "p99_ms": round(_percentile(result.latencies_s, 99) * 1000, 2),
+        "errors": len(requests) - ok,
     }
 
 

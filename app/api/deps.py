@@ -18,7 +18,7 @@ from app.errors import NotAuthenticatedError
 from app.security.tokens import InvalidTokenError
 
 
-def get_context(request: Request) -> AppContext:
+async def get_context(request: Request) -> AppContext:  # async: a plain def would run in a worker thread
     ctx: AppContext = request.app.state.ctx
     return ctx
 

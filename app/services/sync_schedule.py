@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Protocol
 
-from sqlalchemy import select
+from sqlalchemy import Insert, case, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.base import utcnow
+from app.db.base import table_of, utcnow
 from app.db.models import Company, SyncState, Tenant
 from app.db.upsert import is_postgres
 
 
-def sync_eligible(tenant: Tenant, company: Company) -> bool:
+class Schedulable(Protocol):
+    billing_enabled: bool
+    deleted_at: datetime | None
+    cw_agreement_id: int | None
+
+
+def sync_eligible(tenant: Tenant, company: Schedulable) -> bool:
     """Whether a change of this company should reach CW now (otherwise it waits in the ledger)."""
     return (
         tenant.billing_enabled
@@ -27,21 +36,51 @@ async def schedule_sync(
 ) -> SyncState:
     """Mark the company due. Repeated calls before the worker runs coalesce into one reconcile."""
     state = await session.get(SyncState, company_id, with_for_update=is_postgres(session))
-    due = at or utcnow()
     if state is None:
-        state = SyncState(
-            company_id=company_id, tenant_id=tenant_id, status="pending", generation=1, due_at=due, reason=reason
-        )
+        state = new_sync_state(company_id=company_id, tenant_id=tenant_id)
         session.add(state)
-        return state
-    state.generation += 1
+    mark_due(state, reason=reason, due=at or utcnow())
+    return state
+
+
+def new_sync_state(*, company_id: str, tenant_id: str) -> SyncState:
+    return SyncState(company_id=company_id, tenant_id=tenant_id, status="in_sync", generation=0, attempts=0)
+
+
+def mark_due(state: SyncState, *, reason: str, due: datetime, changes: int = 1) -> None:
+    """Count `changes` more reasons to reconcile and make the company due by `due` at the latest.
+
+    `mark_due_statement` is the same rule as one SQL statement for many companies at once.
+    """
+    state.generation += changes
     state.reason = reason
     if state.due_at is None or state.due_at > due:
         state.due_at = due
     if state.status in ("in_sync", "failed"):
         state.status = "pending"
         state.attempts = 0
-    return state
+
+
+def mark_due_statement(session: AsyncSession) -> Insert:
+    """`mark_due` for many companies in one executemany, creating a missing sync state on the way. Parameters per
+    company: `company_id`, `tenant_id`, `reason`, `due_at` and `generation` (the number of changes)."""
+    builder = pg_insert if is_postgres(session) else sqlite_insert
+    table = table_of(SyncState)
+    statement = builder(table).values(status="pending", attempts=0)
+    current, new = table.c, statement.excluded
+    settled = current.status.in_(("in_sync", "failed"))
+    return statement.on_conflict_do_update(
+        index_elements=[current.company_id],
+        set_={
+            "generation": current.generation + new.generation,
+            "reason": new.reason,
+            "due_at": case(
+                (current.due_at.is_(None) | (current.due_at > new.due_at), new.due_at), else_=current.due_at
+            ),
+            "status": case((settled, "pending"), else_=current.status),
+            "attempts": case((settled, 0), else_=current.attempts),
+        },
+    )
 
 
 async def schedule_eligible(

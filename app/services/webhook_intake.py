@@ -1,22 +1,69 @@
-"""Applying one verified portal event, inside the request's single transaction (no CW call here)."""
+"""Applying verified portal events inside one transaction (no CW call here).
+
+`accept_events` takes a whole batch — the deliveries that arrived while the previous transaction was committing, see
+`app/services/intake_queue.py` — and applies them in arrival order with a handful of statements for the lot: the
+inbox rows first (the idempotency record: a delivery whose `(tenant, webhook-id)` is already there has no effect),
+then the companies, locked in one sorted statement, the ledger rows, and the sync states of the companies that now
+need a reconcile.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, update
+from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.schemas.webhooks import CompanyDeleted, CompanyUpserted, LicenseCountChanged
-from app.db.base import utcnow
-from app.db.models import Company, LicenseChange, Tenant, WebhookInbox
-from app.db.upsert import insert_ignore
-from app.services.companies import lock_or_create_company
-from app.services.sync_schedule import schedule_sync, sync_eligible
+from app.db.base import new_id, table_of, utcnow
+from app.db.models import Company, LicenseChange, SyncState, Tenant, WebhookInbox
+from app.db.upsert import is_postgres
+from app.services.sync_schedule import mark_due_statement, sync_eligible
 
 Event = LicenseCountChanged | CompanyUpserted | CompanyDeleted
+
+# Bulk statements go to the tables themselves (plain executemany / multi-row inserts, no ORM bookkeeping).
+_INBOX = table_of(WebhookInbox)
+_COMPANY = table_of(Company)
+_LEDGER = table_of(LicenseChange)
+_SYNC_STATE = table_of(SyncState)
+
+# The inbox row is written before the effects; most deliveries end as "applied", the others are corrected after.
+_DEFAULT_OUTCOME = "applied"
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One verified delivery: its tenant, its `webhook-id`, the parsed event (None for an unknown type) and the
+    JSON payload as received."""
+
+    tenant_id: str
+    webhook_id: str
+    event: Event | None
+    payload: dict[str, Any]
+    received_at: datetime = field(default_factory=utcnow)
+
+
+@dataclass(slots=True)
+class _CompanyState:
+    """The columns of a company row the intake reads and writes, changed in memory and written back once."""
+
+    id: str
+    external_id: str
+    name: str
+    identifier: str | None
+    license_count: int
+    last_sequence: int | None
+    deleted_at: datetime | None
+    billing_enabled: bool
+    cw_agreement_id: int | None
+    changed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,33 +72,212 @@ class IntakeResult:
     outcome: str
 
 
-async def _license_changed(
-    session: AsyncSession, *, tenant: Tenant, event: LicenseCountChanged, webhook_id: str, received_at: datetime
+async def accept_event(
+    session: AsyncSession, *, tenant: Tenant, webhook_id: str, event: Event | None, payload: dict[str, Any]
+) -> IntakeResult:
+    """One delivery on its own (the batch path with a batch of one)."""
+    delivery = Delivery(tenant_id=tenant.id, webhook_id=webhook_id, event=event, payload=payload)
+    return (await accept_events(session, [delivery], {tenant.id: tenant}))[0]
+
+
+async def accept_events(
+    session: AsyncSession, deliveries: Sequence[Delivery], tenants: Mapping[str, Tenant]
+) -> list[IntakeResult]:
+    """Apply each delivery once per (tenant, webhook-id), in the given order; one result per delivery.
+
+    Runs inside the caller's transaction; nothing is committed here. A delivery already recorded — by an earlier
+    transaction, a concurrent one (PostgreSQL makes the second insert wait for the first to commit), or earlier in
+    this batch — is a duplicate and changes nothing.
+    """
+    fresh = await _record_in_inbox(session, deliveries)
+    applying = [d for i, d in enumerate(deliveries) if i in fresh]
+    companies = await _lock_companies(session, applying)
+    ledger: list[dict[str, Any]] = []
+    scheduled: Counter[tuple[str, str]] = Counter()  # (tenant, company) -> number of changes that need a reconcile
+    outcomes: dict[int, str] = {}
+    for index, delivery in enumerate(deliveries):
+        if index not in fresh:
+            continue
+        event = delivery.event
+        company = companies.get((delivery.tenant_id, event.data.company_id)) if event is not None else None
+        if isinstance(event, LicenseCountChanged) and company is not None:
+            outcome = _license_changed(tenants[delivery.tenant_id], company, event, delivery, ledger, scheduled)
+        elif isinstance(event, CompanyUpserted) and company is not None:
+            outcome = _company_upserted(company, event)
+        elif isinstance(event, CompanyDeleted):
+            outcome = _company_deleted(company)
+        else:
+            outcome = "unknown_type"
+        outcomes[index] = outcome
+    await _write_companies(session, companies.values())
+    if ledger:
+        await session.execute(insert(_LEDGER), ledger)
+    await _schedule(session, scheduled)
+    corrections = [
+        {"b_tenant": deliveries[i].tenant_id, "b_webhook": deliveries[i].webhook_id, "b_outcome": outcome}
+        for i, outcome in outcomes.items()
+        if outcome != _DEFAULT_OUTCOME
+    ]
+    if corrections:
+        await session.execute(
+            update(_INBOX)
+            .where(_INBOX.c.tenant_id == bindparam("b_tenant"), _INBOX.c.webhook_id == bindparam("b_webhook"))
+            .values(outcome=bindparam("b_outcome")),
+            corrections,
+        )
+    return [
+        IntakeResult(duplicate=False, outcome=outcomes[i]) if i in fresh else IntakeResult(True, "duplicate")
+        for i in range(len(deliveries))
+    ]
+
+
+async def _record_in_inbox(session: AsyncSession, deliveries: Sequence[Delivery]) -> set[int]:
+    """Insert the inbox rows; the indexes of the deliveries this transaction recorded first."""
+    first: dict[tuple[str, str], int] = {}
+    for index, delivery in enumerate(deliveries):
+        first.setdefault((delivery.tenant_id, delivery.webhook_id), index)
+    if not first:
+        return set()
+    rows = [
+        {
+            "tenant_id": tenant_id,
+            "webhook_id": webhook_id,
+            "event_type": str(deliveries[index].payload.get("type", ""))[:64],
+            "received_at": deliveries[index].received_at,
+            "outcome": _DEFAULT_OUTCOME,
+            "payload": deliveries[index].payload,
+        }
+        for (tenant_id, webhook_id), index in sorted(first.items())  # one order for every writer: no deadlocks
+    ]
+    builder = pg_insert if is_postgres(session) else sqlite_insert
+    statement = (
+        builder(_INBOX)
+        .on_conflict_do_nothing(index_elements=["tenant_id", "webhook_id"])
+        .returning(_INBOX.c.tenant_id, _INBOX.c.webhook_id)
+    )
+    inserted = (await session.execute(statement, rows)).all()
+    return {first[(row.tenant_id, row.webhook_id)] for row in inserted}
+
+
+async def _lock_companies(
+    session: AsyncSession, deliveries: Sequence[Delivery]
+) -> dict[tuple[str, str], _CompanyState]:
+    """The companies these deliveries are about, keyed by (tenant, portal id), locked for this transaction on
+    PostgreSQL (SQLite transactions are already serialized). Companies a license change or an upsert mentions for
+    the first time are created, with their sync state."""
+    wanted: dict[str, set[str]] = {}
+    creatable: dict[tuple[str, str], str] = {}  # (tenant, portal id) -> name to create it with
+    for delivery in deliveries:
+        event = delivery.event
+        if event is None:
+            continue
+        wanted.setdefault(delivery.tenant_id, set()).add(event.data.company_id)
+        if isinstance(event, LicenseCountChanged):
+            creatable.setdefault((delivery.tenant_id, event.data.company_id), event.data.company_name or "")
+        elif isinstance(event, CompanyUpserted):
+            creatable.setdefault((delivery.tenant_id, event.data.company_id), event.data.name)
+    companies = await _select_companies(session, wanted)
+    missing = sorted(key for key in creatable if key not in companies)
+    if missing:
+        await _create_companies(session, [(tenant, ext, creatable[(tenant, ext)] or ext) for tenant, ext in missing])
+        again: dict[str, set[str]] = {}
+        for tenant_id, external_id in missing:
+            again.setdefault(tenant_id, set()).add(external_id)
+        # Created now, or by a concurrent transaction that committed first: either way they are there to lock.
+        companies.update(await _select_companies(session, again))
+    return companies
+
+
+async def _select_companies(
+    session: AsyncSession, wanted: Mapping[str, set[str]]
+) -> dict[tuple[str, str], _CompanyState]:
+    found: dict[tuple[str, str], _CompanyState] = {}
+    c = _COMPANY.c
+    for tenant_id in sorted(wanted):
+        statement = (
+            select(
+                c.id,
+                c.external_id,
+                c.name,
+                c.identifier,
+                c.license_count,
+                c.last_sequence,
+                c.deleted_at,
+                c.billing_enabled,
+                c.cw_agreement_id,
+            )
+            .where(c.tenant_id == tenant_id, c.external_id.in_(sorted(wanted[tenant_id])))
+            .order_by(c.id)  # rows are locked in this order: the same for every writer
+        )
+        if is_postgres(session):
+            statement = statement.with_for_update()
+        for row in await session.execute(statement):
+            found[(tenant_id, row.external_id)] = _CompanyState(*row)
+    return found
+
+
+async def _create_companies(session: AsyncSession, new: Sequence[tuple[str, str, str]]) -> None:
+    """Insert (tenant, portal id, name) companies unless they exist, and a sync state for each one inserted here."""
+    now = utcnow()
+    rows = [
+        {
+            "id": new_id(),
+            "tenant_id": tenant_id,
+            "external_id": external_id,
+            "name": name,
+            "license_count": 0,
+            "billing_enabled": False,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for tenant_id, external_id, name in new
+    ]
+    builder = pg_insert if is_postgres(session) else sqlite_insert
+    statement = (
+        builder(_COMPANY)
+        .on_conflict_do_nothing(index_elements=["tenant_id", "external_id"])
+        .returning(_COMPANY.c.id, _COMPANY.c.tenant_id)
+    )
+    inserted = (await session.execute(statement, rows)).all()
+    if inserted:
+        await session.execute(
+            insert(_SYNC_STATE),
+            [
+                {"company_id": row.id, "tenant_id": row.tenant_id, "status": "in_sync", "generation": 0, "attempts": 0}
+                for row in inserted
+            ],
+        )
+
+
+def _license_changed(
+    tenant: Tenant,
+    company: _CompanyState,
+    event: LicenseCountChanged,
+    delivery: Delivery,
+    ledger: list[dict[str, Any]],
+    scheduled: Counter[tuple[str, str]],
 ) -> str:
     data = event.data
-    company = await lock_or_create_company(
-        session, tenant_id=tenant.id, external_id=data.company_id, name=data.company_name or data.company_id
-    )
     last = company.last_sequence
     sequence = data.sequence if data.sequence is not None else (last or 0) + 1
     if company.deleted_at is not None:
         ignored: str | None = "company_deleted"
     elif last is not None and sequence <= last:
-        ignored = "stale_sequence"
+        ignored = "stale_sequence"  # out of order: recorded, not applied (the newer count is already in force)
     else:
         ignored = None
-    session.add(
-        LicenseChange(
-            tenant_id=tenant.id,
-            company_id=company.id,
-            webhook_id=webhook_id,
-            sequence=sequence,
-            license_count=data.license_count,
-            previous_count=data.previous_count,
-            effective_at=data.effective_at or received_at,
-            received_at=received_at,
-            ignored_reason=ignored,
-        )
+    ledger.append(
+        {
+            "tenant_id": tenant.id,
+            "company_id": company.id,
+            "webhook_id": delivery.webhook_id,
+            "sequence": sequence,
+            "license_count": data.license_count,
+            "previous_count": data.previous_count,
+            "effective_at": data.effective_at or delivery.received_at,
+            "received_at": delivery.received_at,
+            "ignored_reason": ignored,
+        }
     )
     if ignored:
         return ignored
@@ -59,75 +285,79 @@ async def _license_changed(
     company.last_sequence = sequence
     if data.company_name:
         company.name = data.company_name
+    company.changed = True
     if sync_eligible(tenant, company):
-        await schedule_sync(session, tenant_id=tenant.id, company_id=company.id, reason="license_change")
+        scheduled[(tenant.id, company.id)] += 1
     return "applied"
 
 
-async def _company_upserted(session: AsyncSession, *, tenant: Tenant, event: CompanyUpserted) -> str:
-    company = await lock_or_create_company(
-        session, tenant_id=tenant.id, external_id=event.data.company_id, name=event.data.name
-    )
+def _company_upserted(company: _CompanyState, event: CompanyUpserted) -> str:
     company.name = event.data.name
     company.identifier = event.data.identifier
+    company.changed = True
     if company.deleted_at is not None:
         company.deleted_at = None
         return "restored"
     return "applied"
 
 
-async def _company_deleted(session: AsyncSession, *, tenant: Tenant, event: CompanyDeleted) -> str:
-    result = await session.execute(
-        update(Company)
-        .where(
-            Company.tenant_id == tenant.id, Company.external_id == event.data.company_id, Company.deleted_at.is_(None)
-        )
-        .values(deleted_at=utcnow())
-    )
+def _company_deleted(company: _CompanyState | None) -> str:
+    if company is None or company.deleted_at is not None:
+        return "unknown_company"
     # The CW addition is left as it is: stopping billing for a customer is the MSP's call, not ours.
-    return "applied" if result.rowcount else "unknown_company"  # type: ignore[attr-defined]
+    company.deleted_at = utcnow()
+    company.changed = True
+    return "applied"
 
 
-async def accept_event(
-    session: AsyncSession,
-    *,
-    tenant: Tenant,
-    webhook_id: str,
-    event: Event | None,
-    payload: dict[str, Any],
-) -> IntakeResult:
-    """Apply the event, then record the delivery once per (tenant, webhook-id).
-
-    The inbox row goes in last, with the outcome: if another delivery of the same id got there first, this one
-    reports a duplicate and the caller (which owns the transaction) rolls its effects back — no second effect.
-    """
-    received_at = utcnow()
-    if isinstance(event, LicenseCountChanged):
-        outcome = await _license_changed(
-            session, tenant=tenant, event=event, webhook_id=webhook_id, received_at=received_at
-        )
-    elif isinstance(event, CompanyUpserted):
-        outcome = await _company_upserted(session, tenant=tenant, event=event)
-    elif isinstance(event, CompanyDeleted):
-        outcome = await _company_deleted(session, tenant=tenant, event=event)
-    else:
-        outcome = "unknown_type"
-    inserted = await insert_ignore(
-        session,
-        WebhookInbox,
-        {
-            "tenant_id": tenant.id,
-            "webhook_id": webhook_id,
-            "event_type": str(payload.get("type", ""))[:64],
-            "received_at": received_at,
-            "outcome": outcome,
-            "payload": payload,
-        },
-        conflict=("tenant_id", "webhook_id"),
+async def _write_companies(session: AsyncSession, companies: Iterable[_CompanyState]) -> None:
+    changed = sorted((c for c in companies if c.changed), key=lambda c: c.id)
+    if not changed:
+        return
+    now = utcnow()
+    await session.execute(
+        update(_COMPANY)
+        .where(_COMPANY.c.id == bindparam("b_id"))
+        .values(
+            name=bindparam("b_name"),
+            identifier=bindparam("b_identifier"),
+            license_count=bindparam("b_count"),
+            last_sequence=bindparam("b_sequence"),
+            deleted_at=bindparam("b_deleted"),
+            updated_at=now,
+        ),
+        [
+            {
+                "b_id": c.id,
+                "b_name": c.name,
+                "b_identifier": c.identifier,
+                "b_count": c.license_count,
+                "b_sequence": c.last_sequence,
+                "b_deleted": c.deleted_at,
+            }
+            for c in changed
+        ],
     )
-    if not inserted:
-        return IntakeResult(duplicate=True, outcome="duplicate")
-    return IntakeResult(duplicate=False, outcome=outcome)
+
+
+async def _schedule(session: AsyncSession, scheduled: Counter[tuple[str, str]]) -> None:
+    """Make these companies due, in company order (the order every writer locks sync states in)."""
+    if not scheduled:
+        return
+    now = utcnow()
+    await session.execute(
+        mark_due_statement(session),
+        [
+            {
+                "company_id": company_id,
+                "tenant_id": tenant_id,
+                "reason": "license_change",
+                "due_at": now,
+                "generation": n,
+            }
+            for (tenant_id, company_id), n in sorted(scheduled.items(), key=lambda item: item[0][1])
+        ],
+    )
 
 
 INBOX_RETENTION = timedelta(days=8)  # at least the 7 days within which a redelivery must have no effect
