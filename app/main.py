@@ -61,6 +61,7 @@ def create_app(
     app.state.ctx = ctx
     install_problem_handlers(app)
     install_connectwise_handlers(app)
+    app.add_middleware(webhooks.WebhookFastPath, api=app)
     app.add_middleware(RejectNulMiddleware)
     app.add_middleware(RequestContextMiddleware, metrics=ctx.metrics)  # outermost: it sees every answer
     app.include_router(health.router)

@@ -127,13 +127,16 @@ async def _load(url: str, requests: list[tuple[bytes, dict[str, str]]], concurre
     }
 
 
+INGEST_COMPANIES = 1000
+
+
 def _deliveries(
-    tenant_id: str, secret: str, count: int, *, start: int, companies: int = 1000
+    tenant_id: str, secret: str, count: int, *, start: int, companies: int = INGEST_COMPANIES
 ) -> list[tuple[bytes, dict[str, str]]]:
     stamp = int(datetime.now(UTC).timestamp())
     out = []
     for i in range(start, start + count):
-        company, sequence = i % companies, i // companies + 1
+        company, sequence = i % companies, i // companies + 2  # the fleet starts at sequence 1
         body = json.dumps(
             {
                 "type": "license.count_changed",
@@ -159,14 +162,13 @@ LEVELS = {1: 300, 8: 1500, 32: 3000}
 
 
 async def bench_ingest(url: str, label: str) -> dict[str, Any]:
-    from app.services.tenants import create_tenant
-
+    """Deliveries for 1,000 mapped, billing-enabled companies: each one is recorded, applied and schedules a
+    reconcile — the path every license change of a configured MSP takes (the worker is off, so only intake runs)."""
     await fresh_database(url)
     settings = bench_settings(url)
     app = app_for(settings)
     ctx = app.state.ctx
-    async with ctx.sessionmaker() as session, session.begin():
-        tenant = await create_tenant(session, box=ctx.secrets, name="Ingest")
+    tenant = (await big_tenant(ctx, None, companies=INGEST_COMPANIES, in_sync=False)).tenant
     await ctx.aclose()
     await ctx.engine.dispose()
     env = {

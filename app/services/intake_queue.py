@@ -22,8 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import bindparam, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from app.db.base import utcnow
 from app.db.models import Tenant
@@ -73,10 +73,23 @@ class WebhookSecretCache:
         now = utcnow()
         return entry[0], [secret for secret, until in entry[1] if until is None or until > now]
 
-    async def load(self, session: AsyncSession, tenant: Tenant) -> list[str]:
-        entries = await webhook_secret_entries(session, box=self._box(), tenant_id=tenant.id)
-        self._entries[tenant.id] = (tenant.secrets_version, entries)
+    async def load(self, db: AsyncSession | AsyncConnection, *, tenant_id: str, secrets_version: int) -> list[str]:
+        """Read and decrypt the tenant's secrets; `secrets_version` is the version read in the same transaction."""
+        entries = await webhook_secret_entries(db, box=self._box(), tenant_id=tenant_id)
+        self._entries[tenant_id] = (secrets_version, entries)
         return [secret for secret, _ in entries]
+
+
+@dataclass(frozen=True, slots=True)
+class _TenantRow:
+    id: str
+    secrets_version: int
+    billing_enabled: bool
+
+
+_SELECT_TENANTS = select(Tenant.id, Tenant.secrets_version, Tenant.billing_enabled).where(
+    Tenant.id.in_(bindparam("ids", expanding=True))
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,18 +103,22 @@ class _Pending:
 class IntakeQueue:
     def __init__(
         self,
-        sessionmaker: async_sessionmaker[AsyncSession],
+        engine: AsyncEngine,
         secrets: WebhookSecretCache,
         metrics: Metrics,
         *,
         max_batch: int = 256,
+        writers: int | None = None,
     ) -> None:
-        self._sessionmaker = sessionmaker
+        self._engine = engine
         self._metrics = metrics
         self._secrets = secrets
         self._max_batch = max_batch
         self._pending: list[_Pending] = []
-        self._task: asyncio.Task[None] | None = None
+        # PostgreSQL: while one batch waits for the database the next one can be prepared and sent (row locks order
+        # batches that touch the same company). SQLite has one writer at a time anyway.
+        self._writers = writers or (2 if engine.dialect.name == "postgresql" else 1)
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def submit(self, delivery: Delivery, signed: SignedParts, *, secrets_version: int) -> IntakeResult:
         """Apply the delivery in the next transaction and return its result once that transaction has committed.
@@ -112,46 +129,60 @@ class IntakeQueue:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[IntakeResult] = loop.create_future()
         self._pending.append(_Pending(delivery, signed, secrets_version, future))
-        if self._task is None or self._task.done() or self._task.get_loop() is not loop:
-            self._task = loop.create_task(self._drain())
+        self._tasks = {t for t in self._tasks if not t.done() and t.get_loop() is loop}
+        if len(self._tasks) < self._writers:
+            self._tasks.add(loop.create_task(self._drain()))
         # Shielded: a request that goes away does not take its delivery out of a batch being written.
         return await asyncio.shield(future)
 
     async def aclose(self) -> None:
         """Wait for the deliveries already submitted."""
-        if self._task is not None and not self._task.done() and self._task.get_loop() is asyncio.get_running_loop():
-            await self._task
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(*(t for t in self._tasks if not t.done() and t.get_loop() is loop))
 
     async def _drain(self) -> None:
         while self._pending:
-            batch = self._pending[: self._max_batch]
-            del self._pending[: len(batch)]
+            batch = self._take()
             try:
-                await self._write(batch)
+                # One connection for as long as batches keep coming (a checkout per batch would cost a round trip).
+                async with self._engine.connect() as conn:
+                    while True:
+                        await self._write(conn, batch)
+                        if not self._pending:
+                            break
+                        batch = self._take()
             except Exception:
                 log.warning("intake.batch_failed", size=len(batch), exc_info=True)
                 for pending in batch:  # each on its own: only a delivery that fails alone fails its request
                     await self._write_alone(pending)
 
+    def _take(self) -> list[_Pending]:
+        batch = self._pending[: self._max_batch]
+        del self._pending[: len(batch)]
+        return batch
+
     async def _write_alone(self, pending: _Pending) -> None:
         try:
-            await self._write([pending])
+            async with self._engine.connect() as conn:
+                await self._write(conn, [pending])
         except Exception as exc:
             log.exception("intake.failed", webhook_id=pending.delivery.webhook_id)
             _settle(pending, exception=exc)
 
-    async def _write(self, batch: list[_Pending]) -> None:
+    async def _write(self, conn: AsyncConnection, batch: list[_Pending]) -> None:
         """One transaction for the batch; the futures are settled only after it has committed."""
         started = time.perf_counter()
-        async with self._sessionmaker() as session, session.begin():
-            tenant_ids = sorted({p.delivery.tenant_id for p in batch})
-            tenants = {t.id: t for t in await session.scalars(select(Tenant).where(Tenant.id.in_(tenant_ids)))}
+        async with conn.begin():
+            ids = sorted({p.delivery.tenant_id for p in batch})
+            tenants: dict[str, _TenantRow] = {
+                row.id: _TenantRow(*row) for row in await conn.execute(_SELECT_TENANTS, {"ids": ids})
+            }
             accepted: list[_Pending] = []
             rejected: list[_Pending] = []
             for pending in batch:
-                ok = await self._still_signed(session, tenants.get(pending.delivery.tenant_id), pending)
+                ok = await self._still_signed(conn, tenants.get(pending.delivery.tenant_id), pending)
                 (accepted if ok else rejected).append(pending)
-            results = await accept_events(session, [p.delivery for p in accepted], tenants)
+            results = await accept_events(conn, [p.delivery for p in accepted], tenants)
         self._metrics.intake_batch_size.observe(len(batch))
         self._metrics.intake_batch_latency.observe(time.perf_counter() - started)
         for pending, result in zip(accepted, results, strict=True):
@@ -159,7 +190,7 @@ class IntakeQueue:
         for pending in rejected:
             _settle(pending, exception=WebhookSignatureError("no signature matches"))
 
-    async def _still_signed(self, session: AsyncSession, tenant: Tenant | None, pending: _Pending) -> bool:
+    async def _still_signed(self, conn: AsyncConnection, tenant: _TenantRow | None, pending: _Pending) -> bool:
         if tenant is None:
             return False
         if tenant.secrets_version == pending.secrets_version:
@@ -167,7 +198,7 @@ class IntakeQueue:
         cached = self._secrets.cached(tenant.id)
         secrets = cached[1] if cached and cached[0] == tenant.secrets_version else None
         if secrets is None:
-            secrets = await self._secrets.load(session, tenant)
+            secrets = await self._secrets.load(conn, tenant_id=tenant.id, secrets_version=tenant.secrets_version)
         try:
             pending.signed.check(secrets)
         except SignatureError:

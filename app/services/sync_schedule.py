@@ -15,13 +15,23 @@ from app.db.models import Company, SyncState, Tenant
 from app.db.upsert import is_postgres
 
 
+class BillingSwitch(Protocol):
+    """A tenant as far as scheduling cares: whether its billing is on at all."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def billing_enabled(self) -> bool: ...
+
+
 class Schedulable(Protocol):
     billing_enabled: bool
     deleted_at: datetime | None
     cw_agreement_id: int | None
 
 
-def sync_eligible(tenant: Tenant, company: Schedulable) -> bool:
+def sync_eligible(tenant: BillingSwitch, company: Schedulable) -> bool:
     """Whether a change of this company should reach CW now (otherwise it waits in the ledger)."""
     return (
         tenant.billing_enabled
@@ -61,14 +71,14 @@ def mark_due(state: SyncState, *, reason: str, due: datetime, changes: int = 1) 
         state.attempts = 0
 
 
-def mark_due_statement(session: AsyncSession) -> Insert:
+def mark_due_statement(dialect: str) -> Insert:
     """`mark_due` for many companies in one executemany, creating a missing sync state on the way. Parameters per
     company: `company_id`, `tenant_id`, `reason`, `due_at` and `generation` (the number of changes)."""
-    builder = pg_insert if is_postgres(session) else sqlite_insert
+    builder = pg_insert if dialect == "postgresql" else sqlite_insert
     table = table_of(SyncState)
     statement = builder(table).values(status="pending", attempts=0)
     current, new = table.c, statement.excluded
-    settled = current.status.in_(("in_sync", "failed"))
+    settled = (current.status == "in_sync") | (current.status == "failed")  # no IN: executemany can't expand it
     return statement.on_conflict_do_update(
         index_elements=[current.company_id],
         set_={

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.db.base import utcnow
 from app.db.models import ApiClient, Tenant, WebhookSecret
@@ -92,12 +92,12 @@ async def rotate_webhook_secret(
 
 
 async def webhook_secret_entries(
-    session: AsyncSession, *, box: SecretBox, tenant_id: str, now: datetime | None = None
+    db: AsyncSession | AsyncConnection, *, box: SecretBox, tenant_id: str, now: datetime | None = None
 ) -> list[tuple[str, datetime | None]]:
     """(secret, valid until) for every secret still valid now; until is None for the current one."""
     now = now or utcnow()
-    rows = await session.scalars(
-        select(WebhookSecret)
+    rows = await db.execute(
+        select(WebhookSecret.secret_encrypted, WebhookSecret.expires_at)
         .where(
             WebhookSecret.tenant_id == tenant_id,
             or_(WebhookSecret.expires_at.is_(None), WebhookSecret.expires_at > now),
@@ -105,8 +105,8 @@ async def webhook_secret_entries(
         .order_by(WebhookSecret.created_at.desc())
     )
     return [
-        (box.decrypt(r.secret_encrypted, tenant_id=tenant_id, purpose=WEBHOOK_SECRET_PURPOSE), r.expires_at)
-        for r in rows
+        (box.decrypt(encrypted, tenant_id=tenant_id, purpose=WEBHOOK_SECRET_PURPOSE), expires_at)
+        for encrypted, expires_at in rows
     ]
 
 

@@ -4,31 +4,31 @@
 `app/services/intake_queue.py` — and applies them in arrival order with a handful of statements for the lot: the
 inbox rows first (the idempotency record: a delivery whose `(tenant, webhook-id)` is already there has no effect),
 then the companies, locked in one sorted statement, the ledger rows, and the sync states of the companies that now
-need a reconcile.
+need a reconcile. The statements are built once per dialect and run on the transaction's Core connection: on this
+path SQLAlchemy's statement building and ORM bookkeeping would cost more than the database does.
 """
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import Insert, Select, Update, bindparam, delete, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.api.schemas.webhooks import CompanyDeleted, CompanyUpserted, LicenseCountChanged
 from app.db.base import new_id, table_of, utcnow
 from app.db.models import Company, LicenseChange, SyncState, Tenant, WebhookInbox
-from app.db.upsert import is_postgres
-from app.services.sync_schedule import mark_due_statement, sync_eligible
+from app.services.sync_schedule import BillingSwitch, mark_due_statement, sync_eligible
 
 Event = LicenseCountChanged | CompanyUpserted | CompanyDeleted
 
-# Bulk statements go to the tables themselves (plain executemany / multi-row inserts, no ORM bookkeeping).
 _INBOX = table_of(WebhookInbox)
 _COMPANY = table_of(Company)
 _LEDGER = table_of(LicenseChange)
@@ -50,6 +50,12 @@ class Delivery:
     received_at: datetime = field(default_factory=utcnow)
 
 
+@dataclass(frozen=True, slots=True)
+class IntakeResult:
+    duplicate: bool
+    outcome: str
+
+
 @dataclass(slots=True)
 class _CompanyState:
     """The columns of a company row the intake reads and writes, changed in memory and written back once."""
@@ -66,22 +72,16 @@ class _CompanyState:
     changed: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class IntakeResult:
-    duplicate: bool
-    outcome: str
-
-
 async def accept_event(
     session: AsyncSession, *, tenant: Tenant, webhook_id: str, event: Event | None, payload: dict[str, Any]
 ) -> IntakeResult:
-    """One delivery on its own (the batch path with a batch of one)."""
+    """One delivery on its own, in the session's transaction (the batch path with a batch of one)."""
     delivery = Delivery(tenant_id=tenant.id, webhook_id=webhook_id, event=event, payload=payload)
-    return (await accept_events(session, [delivery], {tenant.id: tenant}))[0]
+    return (await accept_events(await session.connection(), [delivery], {tenant.id: tenant}))[0]
 
 
 async def accept_events(
-    session: AsyncSession, deliveries: Sequence[Delivery], tenants: Mapping[str, Tenant]
+    conn: AsyncConnection, deliveries: Sequence[Delivery], tenants: Mapping[str, BillingSwitch]
 ) -> list[IntakeResult]:
     """Apply each delivery once per (tenant, webhook-id), in the given order; one result per delivery.
 
@@ -89,9 +89,9 @@ async def accept_events(
     transaction, a concurrent one (PostgreSQL makes the second insert wait for the first to commit), or earlier in
     this batch — is a duplicate and changes nothing.
     """
-    fresh = await _record_in_inbox(session, deliveries)
-    applying = [d for i, d in enumerate(deliveries) if i in fresh]
-    companies = await _lock_companies(session, applying)
+    sql = _statements(conn.dialect.name)
+    fresh = await _record_in_inbox(conn, sql, deliveries)
+    companies = await _lock_companies(conn, sql, [d for i, d in enumerate(deliveries) if i in fresh])
     ledger: list[dict[str, Any]] = []
     scheduled: Counter[tuple[str, str]] = Counter()  # (tenant, company) -> number of changes that need a reconcile
     outcomes: dict[int, str] = {}
@@ -109,29 +109,95 @@ async def accept_events(
         else:
             outcome = "unknown_type"
         outcomes[index] = outcome
-    await _write_companies(session, companies.values())
+    await _write_companies(conn, sql, companies.values())
     if ledger:
-        await session.execute(insert(_LEDGER), ledger)
-    await _schedule(session, scheduled)
+        await conn.execute(sql.insert_ledger, ledger)
+    if scheduled:
+        now = utcnow()
+        await conn.execute(
+            sql.mark_due,
+            [  # in company order: the order every writer locks sync states in
+                {"company_id": company, "tenant_id": tenant, "reason": "license_change", "due_at": now, "generation": n}
+                for (tenant, company), n in sorted(scheduled.items(), key=lambda item: item[0][1])
+            ],
+        )
     corrections = [
         {"b_tenant": deliveries[i].tenant_id, "b_webhook": deliveries[i].webhook_id, "b_outcome": outcome}
         for i, outcome in outcomes.items()
         if outcome != _DEFAULT_OUTCOME
     ]
     if corrections:
-        await session.execute(
-            update(_INBOX)
-            .where(_INBOX.c.tenant_id == bindparam("b_tenant"), _INBOX.c.webhook_id == bindparam("b_webhook"))
-            .values(outcome=bindparam("b_outcome")),
-            corrections,
-        )
+        await conn.execute(sql.correct_outcome, corrections)
     return [
         IntakeResult(duplicate=False, outcome=outcomes[i]) if i in fresh else IntakeResult(True, "duplicate")
         for i in range(len(deliveries))
     ]
 
 
-async def _record_in_inbox(session: AsyncSession, deliveries: Sequence[Delivery]) -> set[int]:
+@dataclass(frozen=True, slots=True)
+class _Statements:
+    insert_inbox: Insert
+    correct_outcome: Update
+    select_companies: Select[Any]
+    insert_companies: Insert
+    insert_sync_states: Insert
+    update_companies: Update
+    insert_ledger: Insert
+    mark_due: Insert
+
+
+@functools.cache
+def _statements(dialect: str) -> _Statements:
+    """Every statement of the intake, built once (their compiled forms are then cached by SQLAlchemy)."""
+    postgres = dialect == "postgresql"
+    builder = pg_insert if postgres else sqlite_insert
+    inbox, company = _INBOX.c, _COMPANY.c
+    select_companies = (
+        select(
+            company.id,
+            company.external_id,
+            company.name,
+            company.identifier,
+            company.license_count,
+            company.last_sequence,
+            company.deleted_at,
+            company.billing_enabled,
+            company.cw_agreement_id,
+        )
+        .where(
+            company.tenant_id == bindparam("tenant_id"),
+            company.external_id.in_(bindparam("external_ids", expanding=True)),
+        )
+        .order_by(company.id)  # rows are locked in this order: the same for every writer
+    )
+    return _Statements(
+        insert_inbox=builder(_INBOX)
+        .on_conflict_do_nothing(index_elements=["tenant_id", "webhook_id"])
+        .returning(inbox.tenant_id, inbox.webhook_id),
+        correct_outcome=update(_INBOX)
+        .where(inbox.tenant_id == bindparam("b_tenant"), inbox.webhook_id == bindparam("b_webhook"))
+        .values(outcome=bindparam("b_outcome")),
+        select_companies=select_companies.with_for_update() if postgres else select_companies,
+        insert_companies=builder(_COMPANY)
+        .on_conflict_do_nothing(index_elements=["tenant_id", "external_id"])
+        .returning(company.id, company.tenant_id),
+        insert_sync_states=insert(_SYNC_STATE),
+        update_companies=update(_COMPANY)
+        .where(company.id == bindparam("b_id"))
+        .values(
+            name=bindparam("b_name"),
+            identifier=bindparam("b_identifier"),
+            license_count=bindparam("b_count"),
+            last_sequence=bindparam("b_sequence"),
+            deleted_at=bindparam("b_deleted"),
+            updated_at=bindparam("b_updated"),
+        ),
+        insert_ledger=insert(_LEDGER),
+        mark_due=mark_due_statement(dialect),
+    )
+
+
+async def _record_in_inbox(conn: AsyncConnection, sql: _Statements, deliveries: Sequence[Delivery]) -> set[int]:
     """Insert the inbox rows; the indexes of the deliveries this transaction recorded first."""
     first: dict[tuple[str, str], int] = {}
     for index, delivery in enumerate(deliveries):
@@ -149,18 +215,12 @@ async def _record_in_inbox(session: AsyncSession, deliveries: Sequence[Delivery]
         }
         for (tenant_id, webhook_id), index in sorted(first.items())  # one order for every writer: no deadlocks
     ]
-    builder = pg_insert if is_postgres(session) else sqlite_insert
-    statement = (
-        builder(_INBOX)
-        .on_conflict_do_nothing(index_elements=["tenant_id", "webhook_id"])
-        .returning(_INBOX.c.tenant_id, _INBOX.c.webhook_id)
-    )
-    inserted = (await session.execute(statement, rows)).all()
+    inserted = (await conn.execute(sql.insert_inbox, rows)).all()
     return {first[(row.tenant_id, row.webhook_id)] for row in inserted}
 
 
 async def _lock_companies(
-    session: AsyncSession, deliveries: Sequence[Delivery]
+    conn: AsyncConnection, sql: _Statements, deliveries: Sequence[Delivery]
 ) -> dict[tuple[str, str], _CompanyState]:
     """The companies these deliveries are about, keyed by (tenant, portal id), locked for this transaction on
     PostgreSQL (SQLite transactions are already serialized). Companies a license change or an upsert mentions for
@@ -176,81 +236,77 @@ async def _lock_companies(
             creatable.setdefault((delivery.tenant_id, event.data.company_id), event.data.company_name or "")
         elif isinstance(event, CompanyUpserted):
             creatable.setdefault((delivery.tenant_id, event.data.company_id), event.data.name)
-    companies = await _select_companies(session, wanted)
+    companies = await _select_companies(conn, sql, wanted)
     missing = sorted(key for key in creatable if key not in companies)
     if missing:
-        await _create_companies(session, [(tenant, ext, creatable[(tenant, ext)] or ext) for tenant, ext in missing])
+        now = utcnow()
+        rows = [
+            {
+                "id": new_id(),
+                "tenant_id": tenant_id,
+                "external_id": external_id,
+                "name": creatable[(tenant_id, external_id)] or external_id,
+                "license_count": 0,
+                "billing_enabled": False,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for tenant_id, external_id in missing
+        ]
+        inserted = (await conn.execute(sql.insert_companies, rows)).all()
+        if inserted:
+            await conn.execute(
+                sql.insert_sync_states,
+                [
+                    {"company_id": r.id, "tenant_id": r.tenant_id, "status": "in_sync", "generation": 0, "attempts": 0}
+                    for r in inserted
+                ],
+            )
         again: dict[str, set[str]] = {}
         for tenant_id, external_id in missing:
             again.setdefault(tenant_id, set()).add(external_id)
         # Created now, or by a concurrent transaction that committed first: either way they are there to lock.
-        companies.update(await _select_companies(session, again))
+        companies.update(await _select_companies(conn, sql, again))
     return companies
 
 
 async def _select_companies(
-    session: AsyncSession, wanted: Mapping[str, set[str]]
+    conn: AsyncConnection, sql: _Statements, wanted: Mapping[str, set[str]]
 ) -> dict[tuple[str, str], _CompanyState]:
     found: dict[tuple[str, str], _CompanyState] = {}
-    c = _COMPANY.c
     for tenant_id in sorted(wanted):
-        statement = (
-            select(
-                c.id,
-                c.external_id,
-                c.name,
-                c.identifier,
-                c.license_count,
-                c.last_sequence,
-                c.deleted_at,
-                c.billing_enabled,
-                c.cw_agreement_id,
-            )
-            .where(c.tenant_id == tenant_id, c.external_id.in_(sorted(wanted[tenant_id])))
-            .order_by(c.id)  # rows are locked in this order: the same for every writer
+        rows = await conn.execute(
+            sql.select_companies, {"tenant_id": tenant_id, "external_ids": sorted(wanted[tenant_id])}
         )
-        if is_postgres(session):
-            statement = statement.with_for_update()
-        for row in await session.execute(statement):
+        for row in rows:
             found[(tenant_id, row.external_id)] = _CompanyState(*row)
     return found
 
 
-async def _create_companies(session: AsyncSession, new: Sequence[tuple[str, str, str]]) -> None:
-    """Insert (tenant, portal id, name) companies unless they exist, and a sync state for each one inserted here."""
+async def _write_companies(conn: AsyncConnection, sql: _Statements, companies: Iterable[_CompanyState]) -> None:
+    changed = sorted((c for c in companies if c.changed), key=lambda c: c.id)
+    if not changed:
+        return
     now = utcnow()
-    rows = [
-        {
-            "id": new_id(),
-            "tenant_id": tenant_id,
-            "external_id": external_id,
-            "name": name,
-            "license_count": 0,
-            "billing_enabled": False,
-            "created_at": now,
-            "updated_at": now,
-        }
-        for tenant_id, external_id, name in new
-    ]
-    builder = pg_insert if is_postgres(session) else sqlite_insert
-    statement = (
-        builder(_COMPANY)
-        .on_conflict_do_nothing(index_elements=["tenant_id", "external_id"])
-        .returning(_COMPANY.c.id, _COMPANY.c.tenant_id)
+    await conn.execute(
+        sql.update_companies,
+        [
+            {
+                "b_id": c.id,
+                "b_name": c.name,
+                "b_identifier": c.identifier,
+                "b_count": c.license_count,
+                "b_sequence": c.last_sequence,
+                "b_deleted": c.deleted_at,
+                "b_updated": now,
+            }
+            for c in changed
+        ],
     )
-    inserted = (await session.execute(statement, rows)).all()
-    if inserted:
-        await session.execute(
-            insert(_SYNC_STATE),
-            [
-                {"company_id": row.id, "tenant_id": row.tenant_id, "status": "in_sync", "generation": 0, "attempts": 0}
-                for row in inserted
-            ],
-        )
 
 
 def _license_changed(
-    tenant: Tenant,
+    tenant: BillingSwitch,
     company: _CompanyState,
     event: LicenseCountChanged,
     delivery: Delivery,
@@ -308,56 +364,6 @@ def _company_deleted(company: _CompanyState | None) -> str:
     company.deleted_at = utcnow()
     company.changed = True
     return "applied"
-
-
-async def _write_companies(session: AsyncSession, companies: Iterable[_CompanyState]) -> None:
-    changed = sorted((c for c in companies if c.changed), key=lambda c: c.id)
-    if not changed:
-        return
-    now = utcnow()
-    await session.execute(
-        update(_COMPANY)
-        .where(_COMPANY.c.id == bindparam("b_id"))
-        .values(
-            name=bindparam("b_name"),
-            identifier=bindparam("b_identifier"),
-            license_count=bindparam("b_count"),
-            last_sequence=bindparam("b_sequence"),
-            deleted_at=bindparam("b_deleted"),
-            updated_at=now,
-        ),
-        [
-            {
-                "b_id": c.id,
-                "b_name": c.name,
-                "b_identifier": c.identifier,
-                "b_count": c.license_count,
-                "b_sequence": c.last_sequence,
-                "b_deleted": c.deleted_at,
-            }
-            for c in changed
-        ],
-    )
-
-
-async def _schedule(session: AsyncSession, scheduled: Counter[tuple[str, str]]) -> None:
-    """Make these companies due, in company order (the order every writer locks sync states in)."""
-    if not scheduled:
-        return
-    now = utcnow()
-    await session.execute(
-        mark_due_statement(session),
-        [
-            {
-                "company_id": company_id,
-                "tenant_id": tenant_id,
-                "reason": "license_change",
-                "due_at": now,
-                "generation": n,
-            }
-            for (tenant_id, company_id), n in sorted(scheduled.items(), key=lambda item: item[0][1])
-        ],
-    )
 
 
 INBOX_RETENTION = timedelta(days=8)  # at least the 7 days within which a redelivery must have no effect
