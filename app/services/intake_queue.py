@@ -17,16 +17,18 @@ deliveries is tried again in a transaction of its own, so one bad delivery fails
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, Protocol
 
-from sqlalchemy import bindparam, select
+import asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from app.db.base import utcnow
-from app.db.models import Tenant
+from app.db.intake_store import AsyncpgIntakeStore, CoreIntakeStore, IntakeStore, TenantRow
 from app.errors import WebhookSignatureError
 from app.logging import get_logger
 from app.metrics import Metrics
@@ -80,16 +82,40 @@ class WebhookSecretCache:
         return [secret for secret, _ in entries]
 
 
-@dataclass(frozen=True, slots=True)
-class _TenantRow:
-    id: str
-    secrets_version: int
-    billing_enabled: bool
+class _Connection(Protocol):
+    store: IntakeStore
+
+    def transaction(self) -> contextlib.AbstractAsyncContextManager[Any]: ...
+
+    async def load_secrets(self, cache: WebhookSecretCache, tenant: TenantRow) -> list[str]: ...
 
 
-_SELECT_TENANTS = select(Tenant.id, Tenant.secrets_version, Tenant.billing_enabled).where(
-    Tenant.id.in_(bindparam("ids", expanding=True))
-)
+class _CoreConnection:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+        self.store: IntakeStore = CoreIntakeStore(conn)
+
+    def transaction(self) -> contextlib.AbstractAsyncContextManager[Any]:
+        return self.conn.begin()
+
+    async def load_secrets(self, cache: WebhookSecretCache, tenant: TenantRow) -> list[str]:
+        # On this connection: on SQLite another one would wait for this transaction's write lock.
+        return await cache.load(self.conn, tenant_id=tenant.id, secrets_version=tenant.secrets_version)
+
+
+class _PgConnection:
+    def __init__(self, conn: asyncpg.Connection, engine: AsyncEngine) -> None:
+        self.conn = conn
+        self.engine = engine
+        self.store: IntakeStore = AsyncpgIntakeStore(conn)
+
+    async def load_secrets(self, cache: WebhookSecretCache, tenant: TenantRow) -> list[str]:
+        async with self.engine.connect() as conn:  # a plain read beside the batch's transaction
+            return await cache.load(conn, tenant_id=tenant.id, secrets_version=tenant.secrets_version)
+
+    def transaction(self) -> contextlib.AbstractAsyncContextManager[Any]:
+        transaction: contextlib.AbstractAsyncContextManager[Any] = self.conn.transaction()
+        return transaction
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +145,7 @@ class IntakeQueue:
         # batches that touch the same company). SQLite has one writer at a time anyway.
         self._writers = writers or (2 if engine.dialect.name == "postgresql" else 1)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._pool: asyncio.Future[asyncpg.Pool] | None = None  # PostgreSQL: the intake's own driver connections
 
     async def submit(self, delivery: Delivery, signed: SignedParts, *, secrets_version: int) -> IntakeResult:
         """Apply the delivery in the next transaction and return its result once that transaction has committed.
@@ -139,13 +166,17 @@ class IntakeQueue:
         """Wait for the deliveries already submitted."""
         loop = asyncio.get_running_loop()
         await asyncio.gather(*(t for t in self._tasks if not t.done() and t.get_loop() is loop))
+        if self._pool is not None and self._pool.get_loop() is loop:
+            pool, self._pool = self._pool, None
+            with contextlib.suppress(Exception):  # a pool that never connected has nothing to close
+                await (await pool).close()
 
     async def _drain(self) -> None:
         while self._pending:
             batch = self._take()
             try:
                 # One connection for as long as batches keep coming (a checkout per batch would cost a round trip).
-                async with self._engine.connect() as conn:
+                async with self._connect() as conn:
                     while True:
                         await self._write(conn, batch)
                         if not self._pending:
@@ -163,26 +194,42 @@ class IntakeQueue:
 
     async def _write_alone(self, pending: _Pending) -> None:
         try:
-            async with self._engine.connect() as conn:
+            async with self._connect() as conn:
                 await self._write(conn, [pending])
         except Exception as exc:
             log.exception("intake.failed", webhook_id=pending.delivery.webhook_id)
             _settle(pending, exception=exc)
 
-    async def _write(self, conn: AsyncConnection, batch: list[_Pending]) -> None:
+    @contextlib.asynccontextmanager
+    async def _connect(self) -> AsyncIterator[_Connection]:
+        if self._engine.dialect.name != "postgresql":
+            async with self._engine.connect() as conn:
+                yield _CoreConnection(conn)
+            return
+        if self._pool is None or (self._pool.done() and self._pool.exception() is not None):
+            # One task makes the pool; every writer waits for it (a failed attempt is retried by the next batch).
+            self._pool = asyncio.ensure_future(
+                asyncpg.create_pool(
+                    self._engine.url.set(drivername="postgresql").render_as_string(hide_password=False),
+                    min_size=1,
+                    max_size=self._writers,
+                )
+            )
+        pool = await asyncio.shield(self._pool)
+        async with pool.acquire() as conn:
+            yield _PgConnection(conn, self._engine)
+
+    async def _write(self, conn: _Connection, batch: list[_Pending]) -> None:
         """One transaction for the batch; the futures are settled only after it has committed."""
         started = time.perf_counter()
-        async with conn.begin():
-            ids = sorted({p.delivery.tenant_id for p in batch})
-            tenants: dict[str, _TenantRow] = {
-                row.id: _TenantRow(*row) for row in await conn.execute(_SELECT_TENANTS, {"ids": ids})
-            }
+        async with conn.transaction():
+            tenants = await conn.store.tenants(sorted({p.delivery.tenant_id for p in batch}))
             accepted: list[_Pending] = []
             rejected: list[_Pending] = []
             for pending in batch:
                 ok = await self._still_signed(conn, tenants.get(pending.delivery.tenant_id), pending)
                 (accepted if ok else rejected).append(pending)
-            results = await accept_events(conn, [p.delivery for p in accepted], tenants)
+            results = await accept_events(conn.store, [p.delivery for p in accepted], tenants)
         self._metrics.intake_batch_size.observe(len(batch))
         self._metrics.intake_batch_latency.observe(time.perf_counter() - started)
         for pending, result in zip(accepted, results, strict=True):
@@ -190,15 +237,15 @@ class IntakeQueue:
         for pending in rejected:
             _settle(pending, exception=WebhookSignatureError("no signature matches"))
 
-    async def _still_signed(self, conn: AsyncConnection, tenant: _TenantRow | None, pending: _Pending) -> bool:
+    async def _still_signed(self, conn: _Connection, tenant: TenantRow | None, pending: _Pending) -> bool:
         if tenant is None:
             return False
         if tenant.secrets_version == pending.secrets_version:
             return True
         cached = self._secrets.cached(tenant.id)
         secrets = cached[1] if cached and cached[0] == tenant.secrets_version else None
-        if secrets is None:
-            secrets = await self._secrets.load(conn, tenant_id=tenant.id, secrets_version=tenant.secrets_version)
+        if secrets is None:  # rare: a rotation since the request was checked
+            secrets = await conn.load_secrets(self._secrets, tenant)
         try:
             pending.signed.check(secrets)
         except SignatureError:

@@ -5,12 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Protocol
 
-from sqlalchemy import Insert, case, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.base import table_of, utcnow
+from app.db.base import utcnow
 from app.db.models import Company, SyncState, Tenant
 from app.db.upsert import is_postgres
 
@@ -60,7 +58,7 @@ def new_sync_state(*, company_id: str, tenant_id: str) -> SyncState:
 def mark_due(state: SyncState, *, reason: str, due: datetime, changes: int = 1) -> None:
     """Count `changes` more reasons to reconcile and make the company due by `due` at the latest.
 
-    `mark_due_statement` is the same rule as one SQL statement for many companies at once.
+    `app/db/intake_store.py` applies the same rule in SQL to many companies at once.
     """
     state.generation += changes
     state.reason = reason
@@ -69,28 +67,6 @@ def mark_due(state: SyncState, *, reason: str, due: datetime, changes: int = 1) 
     if state.status in ("in_sync", "failed"):
         state.status = "pending"
         state.attempts = 0
-
-
-def mark_due_statement(dialect: str) -> Insert:
-    """`mark_due` for many companies in one executemany, creating a missing sync state on the way. Parameters per
-    company: `company_id`, `tenant_id`, `reason`, `due_at` and `generation` (the number of changes)."""
-    builder = pg_insert if dialect == "postgresql" else sqlite_insert
-    table = table_of(SyncState)
-    statement = builder(table).values(status="pending", attempts=0)
-    current, new = table.c, statement.excluded
-    settled = (current.status == "in_sync") | (current.status == "failed")  # no IN: executemany can't expand it
-    return statement.on_conflict_do_update(
-        index_elements=[current.company_id],
-        set_={
-            "generation": current.generation + new.generation,
-            "reason": new.reason,
-            "due_at": case(
-                (current.due_at.is_(None) | (current.due_at > new.due_at), new.due_at), else_=current.due_at
-            ),
-            "status": case((settled, "pending"), else_=current.status),
-            "attempts": case((settled, 0), else_=current.attempts),
-        },
-    )
 
 
 async def schedule_eligible(

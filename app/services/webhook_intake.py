@@ -4,35 +4,35 @@
 `app/services/intake_queue.py` — and applies them in arrival order with a handful of statements for the lot: the
 inbox rows first (the idempotency record: a delivery whose `(tenant, webhook-id)` is already there has no effect),
 then the companies, locked in one sorted statement, the ledger rows, and the sync states of the companies that now
-need a reconcile. The statements are built once per dialect and run on the transaction's Core connection: on this
-path SQLAlchemy's statement building and ORM bookkeeping would cost more than the database does.
+need a reconcile. The statements themselves live in `app/db/intake_store.py`.
 """
 
 from __future__ import annotations
 
-import functools
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Insert, Select, Update, bindparam, delete, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy import delete
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.schemas.webhooks import CompanyDeleted, CompanyUpserted, LicenseCountChanged
-from app.db.base import new_id, table_of, utcnow
-from app.db.models import Company, LicenseChange, SyncState, Tenant, WebhookInbox
-from app.services.sync_schedule import BillingSwitch, mark_due_statement, sync_eligible
+from app.db.base import new_id, utcnow
+from app.db.intake_store import (
+    CompanyState,
+    CoreIntakeStore,
+    DueRow,
+    InboxRow,
+    IntakeStore,
+    LedgerRow,
+    NewCompany,
+)
+from app.db.models import Tenant, WebhookInbox
+from app.services.sync_schedule import BillingSwitch, sync_eligible
 
 Event = LicenseCountChanged | CompanyUpserted | CompanyDeleted
-
-_INBOX = table_of(WebhookInbox)
-_COMPANY = table_of(Company)
-_LEDGER = table_of(LicenseChange)
-_SYNC_STATE = table_of(SyncState)
 
 # The inbox row is written before the effects; most deliveries end as "applied", the others are corrected after.
 _DEFAULT_OUTCOME = "applied"
@@ -56,32 +56,17 @@ class IntakeResult:
     outcome: str
 
 
-@dataclass(slots=True)
-class _CompanyState:
-    """The columns of a company row the intake reads and writes, changed in memory and written back once."""
-
-    id: str
-    external_id: str
-    name: str
-    identifier: str | None
-    license_count: int
-    last_sequence: int | None
-    deleted_at: datetime | None
-    billing_enabled: bool
-    cw_agreement_id: int | None
-    changed: bool = False
-
-
 async def accept_event(
     session: AsyncSession, *, tenant: Tenant, webhook_id: str, event: Event | None, payload: dict[str, Any]
 ) -> IntakeResult:
     """One delivery on its own, in the session's transaction (the batch path with a batch of one)."""
     delivery = Delivery(tenant_id=tenant.id, webhook_id=webhook_id, event=event, payload=payload)
-    return (await accept_events(await session.connection(), [delivery], {tenant.id: tenant}))[0]
+    store = CoreIntakeStore(await session.connection())
+    return (await accept_events(store, [delivery], {tenant.id: tenant}))[0]
 
 
 async def accept_events(
-    conn: AsyncConnection, deliveries: Sequence[Delivery], tenants: Mapping[str, BillingSwitch]
+    store: IntakeStore, deliveries: Sequence[Delivery], tenants: Mapping[str, BillingSwitch]
 ) -> list[IntakeResult]:
     """Apply each delivery once per (tenant, webhook-id), in the given order; one result per delivery.
 
@@ -89,10 +74,9 @@ async def accept_events(
     transaction, a concurrent one (PostgreSQL makes the second insert wait for the first to commit), or earlier in
     this batch — is a duplicate and changes nothing.
     """
-    sql = _statements(conn.dialect.name)
-    fresh = await _record_in_inbox(conn, sql, deliveries)
-    companies = await _lock_companies(conn, sql, [d for i, d in enumerate(deliveries) if i in fresh])
-    ledger: list[dict[str, Any]] = []
+    fresh = await _record_in_inbox(store, deliveries)
+    companies = await _lock_companies(store, [d for i, d in enumerate(deliveries) if i in fresh])
+    ledger: list[LedgerRow] = []
     scheduled: Counter[tuple[str, str]] = Counter()  # (tenant, company) -> number of changes that need a reconcile
     outcomes: dict[int, str] = {}
     for index, delivery in enumerate(deliveries):
@@ -109,95 +93,29 @@ async def accept_events(
         else:
             outcome = "unknown_type"
         outcomes[index] = outcome
-    await _write_companies(conn, sql, companies.values())
+    now = utcnow()
+    changed = [c for c in companies.values() if c.changed]
+    if changed:
+        await store.update_companies(changed, now)
     if ledger:
-        await conn.execute(sql.insert_ledger, ledger)
+        await store.insert_ledger(ledger)
     if scheduled:
-        now = utcnow()
-        await conn.execute(
-            sql.mark_due,
-            [  # in company order: the order every writer locks sync states in
-                {"company_id": company, "tenant_id": tenant, "reason": "license_change", "due_at": now, "generation": n}
-                for (tenant, company), n in sorted(scheduled.items(), key=lambda item: item[0][1])
-            ],
-        )
+        due = [DueRow(company_id=c, tenant_id=t, changes=n) for (t, c), n in scheduled.items()]
+        await store.mark_due(due, reason="license_change", due=now)
     corrections = [
-        {"b_tenant": deliveries[i].tenant_id, "b_webhook": deliveries[i].webhook_id, "b_outcome": outcome}
+        (deliveries[i].tenant_id, deliveries[i].webhook_id, outcome)
         for i, outcome in outcomes.items()
         if outcome != _DEFAULT_OUTCOME
     ]
     if corrections:
-        await conn.execute(sql.correct_outcome, corrections)
+        await store.correct_outcomes(corrections)
     return [
         IntakeResult(duplicate=False, outcome=outcomes[i]) if i in fresh else IntakeResult(True, "duplicate")
         for i in range(len(deliveries))
     ]
 
 
-@dataclass(frozen=True, slots=True)
-class _Statements:
-    insert_inbox: Insert
-    correct_outcome: Update
-    select_companies: Select[Any]
-    insert_companies: Insert
-    insert_sync_states: Insert
-    update_companies: Update
-    insert_ledger: Insert
-    mark_due: Insert
-
-
-@functools.cache
-def _statements(dialect: str) -> _Statements:
-    """Every statement of the intake, built once (their compiled forms are then cached by SQLAlchemy)."""
-    postgres = dialect == "postgresql"
-    builder = pg_insert if postgres else sqlite_insert
-    inbox, company = _INBOX.c, _COMPANY.c
-    select_companies = (
-        select(
-            company.id,
-            company.external_id,
-            company.name,
-            company.identifier,
-            company.license_count,
-            company.last_sequence,
-            company.deleted_at,
-            company.billing_enabled,
-            company.cw_agreement_id,
-        )
-        .where(
-            company.tenant_id == bindparam("tenant_id"),
-            company.external_id.in_(bindparam("external_ids", expanding=True)),
-        )
-        .order_by(company.id)  # rows are locked in this order: the same for every writer
-    )
-    return _Statements(
-        insert_inbox=builder(_INBOX)
-        .on_conflict_do_nothing(index_elements=["tenant_id", "webhook_id"])
-        .returning(inbox.tenant_id, inbox.webhook_id),
-        correct_outcome=update(_INBOX)
-        .where(inbox.tenant_id == bindparam("b_tenant"), inbox.webhook_id == bindparam("b_webhook"))
-        .values(outcome=bindparam("b_outcome")),
-        select_companies=select_companies.with_for_update() if postgres else select_companies,
-        insert_companies=builder(_COMPANY)
-        .on_conflict_do_nothing(index_elements=["tenant_id", "external_id"])
-        .returning(company.id, company.tenant_id),
-        insert_sync_states=insert(_SYNC_STATE),
-        update_companies=update(_COMPANY)
-        .where(company.id == bindparam("b_id"))
-        .values(
-            name=bindparam("b_name"),
-            identifier=bindparam("b_identifier"),
-            license_count=bindparam("b_count"),
-            last_sequence=bindparam("b_sequence"),
-            deleted_at=bindparam("b_deleted"),
-            updated_at=bindparam("b_updated"),
-        ),
-        insert_ledger=insert(_LEDGER),
-        mark_due=mark_due_statement(dialect),
-    )
-
-
-async def _record_in_inbox(conn: AsyncConnection, sql: _Statements, deliveries: Sequence[Delivery]) -> set[int]:
+async def _record_in_inbox(store: IntakeStore, deliveries: Sequence[Delivery]) -> set[int]:
     """Insert the inbox rows; the indexes of the deliveries this transaction recorded first."""
     first: dict[tuple[str, str], int] = {}
     for index, delivery in enumerate(deliveries):
@@ -205,23 +123,20 @@ async def _record_in_inbox(conn: AsyncConnection, sql: _Statements, deliveries: 
     if not first:
         return set()
     rows = [
-        {
-            "tenant_id": tenant_id,
-            "webhook_id": webhook_id,
-            "event_type": str(deliveries[index].payload.get("type", ""))[:64],
-            "received_at": deliveries[index].received_at,
-            "outcome": _DEFAULT_OUTCOME,
-            "payload": deliveries[index].payload,
-        }
-        for (tenant_id, webhook_id), index in sorted(first.items())  # one order for every writer: no deadlocks
+        InboxRow(
+            tenant_id=tenant_id,
+            webhook_id=webhook_id,
+            event_type=str(deliveries[index].payload.get("type", ""))[:64],
+            received_at=deliveries[index].received_at,
+            outcome=_DEFAULT_OUTCOME,
+            payload=deliveries[index].payload,
+        )
+        for (tenant_id, webhook_id), index in first.items()
     ]
-    inserted = (await conn.execute(sql.insert_inbox, rows)).all()
-    return {first[(row.tenant_id, row.webhook_id)] for row in inserted}
+    return {first[key] for key in await store.record_inbox(rows)}
 
 
-async def _lock_companies(
-    conn: AsyncConnection, sql: _Statements, deliveries: Sequence[Delivery]
-) -> dict[tuple[str, str], _CompanyState]:
+async def _lock_companies(store: IntakeStore, deliveries: Sequence[Delivery]) -> dict[tuple[str, str], CompanyState]:
     """The companies these deliveries are about, keyed by (tenant, portal id), locked for this transaction on
     PostgreSQL (SQLite transactions are already serialized). Companies a license change or an upsert mentions for
     the first time are created, with their sync state."""
@@ -236,81 +151,36 @@ async def _lock_companies(
             creatable.setdefault((delivery.tenant_id, event.data.company_id), event.data.company_name or "")
         elif isinstance(event, CompanyUpserted):
             creatable.setdefault((delivery.tenant_id, event.data.company_id), event.data.name)
-    companies = await _select_companies(conn, sql, wanted)
-    missing = sorted(key for key in creatable if key not in companies)
+    companies = await _select_companies(store, wanted)
+    missing = [key for key in creatable if key not in companies]
     if missing:
-        now = utcnow()
-        rows = [
-            {
-                "id": new_id(),
-                "tenant_id": tenant_id,
-                "external_id": external_id,
-                "name": creatable[(tenant_id, external_id)] or external_id,
-                "license_count": 0,
-                "billing_enabled": False,
-                "created_at": now,
-                "updated_at": now,
-            }
-            for tenant_id, external_id in missing
+        new = [
+            NewCompany(new_id(), tenant, external, creatable[(tenant, external)] or external)
+            for tenant, external in missing
         ]
-        inserted = (await conn.execute(sql.insert_companies, rows)).all()
-        if inserted:
-            await conn.execute(
-                sql.insert_sync_states,
-                [
-                    {"company_id": r.id, "tenant_id": r.tenant_id, "status": "in_sync", "generation": 0, "attempts": 0}
-                    for r in inserted
-                ],
-            )
+        await store.create_companies(new, utcnow())
         again: dict[str, set[str]] = {}
         for tenant_id, external_id in missing:
             again.setdefault(tenant_id, set()).add(external_id)
         # Created now, or by a concurrent transaction that committed first: either way they are there to lock.
-        companies.update(await _select_companies(conn, sql, again))
+        companies.update(await _select_companies(store, again))
     return companies
 
 
-async def _select_companies(
-    conn: AsyncConnection, sql: _Statements, wanted: Mapping[str, set[str]]
-) -> dict[tuple[str, str], _CompanyState]:
-    found: dict[tuple[str, str], _CompanyState] = {}
-    for tenant_id in sorted(wanted):
-        rows = await conn.execute(
-            sql.select_companies, {"tenant_id": tenant_id, "external_ids": sorted(wanted[tenant_id])}
-        )
-        for row in rows:
-            found[(tenant_id, row.external_id)] = _CompanyState(*row)
+async def _select_companies(store: IntakeStore, wanted: Mapping[str, set[str]]) -> dict[tuple[str, str], CompanyState]:
+    found: dict[tuple[str, str], CompanyState] = {}
+    for tenant_id in sorted(wanted):  # tenants in one order too: every writer locks in the same order
+        for company in await store.lock_companies(tenant_id, list(wanted[tenant_id])):
+            found[(tenant_id, company.external_id)] = company
     return found
-
-
-async def _write_companies(conn: AsyncConnection, sql: _Statements, companies: Iterable[_CompanyState]) -> None:
-    changed = sorted((c for c in companies if c.changed), key=lambda c: c.id)
-    if not changed:
-        return
-    now = utcnow()
-    await conn.execute(
-        sql.update_companies,
-        [
-            {
-                "b_id": c.id,
-                "b_name": c.name,
-                "b_identifier": c.identifier,
-                "b_count": c.license_count,
-                "b_sequence": c.last_sequence,
-                "b_deleted": c.deleted_at,
-                "b_updated": now,
-            }
-            for c in changed
-        ],
-    )
 
 
 def _license_changed(
     tenant: BillingSwitch,
-    company: _CompanyState,
+    company: CompanyState,
     event: LicenseCountChanged,
     delivery: Delivery,
-    ledger: list[dict[str, Any]],
+    ledger: list[LedgerRow],
     scheduled: Counter[tuple[str, str]],
 ) -> str:
     data = event.data
@@ -323,17 +193,17 @@ def _license_changed(
     else:
         ignored = None
     ledger.append(
-        {
-            "tenant_id": tenant.id,
-            "company_id": company.id,
-            "webhook_id": delivery.webhook_id,
-            "sequence": sequence,
-            "license_count": data.license_count,
-            "previous_count": data.previous_count,
-            "effective_at": data.effective_at or delivery.received_at,
-            "received_at": delivery.received_at,
-            "ignored_reason": ignored,
-        }
+        LedgerRow(
+            tenant_id=tenant.id,
+            company_id=company.id,
+            webhook_id=delivery.webhook_id,
+            sequence=sequence,
+            license_count=data.license_count,
+            previous_count=data.previous_count,
+            effective_at=data.effective_at or delivery.received_at,
+            received_at=delivery.received_at,
+            ignored_reason=ignored,
+        )
     )
     if ignored:
         return ignored
@@ -347,7 +217,7 @@ def _license_changed(
     return "applied"
 
 
-def _company_upserted(company: _CompanyState, event: CompanyUpserted) -> str:
+def _company_upserted(company: CompanyState, event: CompanyUpserted) -> str:
     company.name = event.data.name
     company.identifier = event.data.identifier
     company.changed = True
@@ -357,7 +227,7 @@ def _company_upserted(company: _CompanyState, event: CompanyUpserted) -> str:
     return "applied"
 
 
-def _company_deleted(company: _CompanyState | None) -> str:
+def _company_deleted(company: CompanyState | None) -> str:
     if company is None or company.deleted_at is not None:
         return "unknown_company"
     # The CW addition is left as it is: stopping billing for a customer is the MSP's call, not ours.
