@@ -1,0 +1,173 @@
+"""Group commit of webhook deliveries: shared transactions, isolation of a bad delivery, rotation between the check
+in the request and the commit, duplicates inside one batch, and the `mark_due` rule applied in SQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import timedelta
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import select, update
+
+from app.context import AppContext
+from app.db.base import utcnow
+from app.db.intake_store import AsyncpgIntakeStore, CoreIntakeStore, DueRow, IntakeStore
+from app.db.models import Company, LicenseChange, SyncState, Tenant, WebhookInbox
+from app.errors import WebhookSignatureError
+from app.services import intake_queue, webhook_intake
+from app.services.intake_queue import SignedParts
+from app.services.sync_schedule import mark_due
+from app.services.tenants import NewTenant, rotate_webhook_secret
+from app.services.webhook_intake import Delivery
+from tests.conftest import TenantFactory
+from tests.webhook_helpers import license_event, signed_headers
+
+
+@pytest.fixture
+async def tenant(make_tenant: TenantFactory) -> NewTenant:
+    return await make_tenant("Batch MSP")
+
+
+def pg_dsn(ctx: AppContext) -> str:
+    return ctx.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def _batch_count(ctx: AppContext) -> float:
+    return ctx.metrics.registry.get_sample_value("cwbs_intake_batch_size_count") or 0.0
+
+
+async def _post(client: httpx.AsyncClient, tenant: NewTenant, payload: dict[str, Any], webhook_id: str) -> int:
+    body = json.dumps(payload)
+    headers = signed_headers(tenant.webhook_secret, body, webhook_id=webhook_id)
+    return (await client.post(f"/webhooks/portal/{tenant.tenant_id}", content=body, headers=headers)).status_code
+
+
+async def test_concurrent_deliveries_share_transactions_and_every_one_lands(
+    client: httpx.AsyncClient, tenant: NewTenant, ctx: AppContext
+) -> None:
+    # 20 companies, 3 changes each, all sent at once and in scrambled order.
+    sends = [(f"c-{c}", seq, 10 * c + seq) for seq in (3, 1, 2) for c in range(20)]
+    statuses = await asyncio.gather(
+        *(
+            _post(client, tenant, license_event(company, count, sequence=seq), f"{company}-{seq}")
+            for company, seq, count in sends
+        )
+    )
+    assert statuses == [202] * 60
+    assert _batch_count(ctx) < 60  # fewer transactions than deliveries
+    async with ctx.sessionmaker() as s:
+        companies = {c.external_id: c for c in await s.scalars(select(Company))}
+        ledger = list(await s.scalars(select(LicenseChange)))
+    assert len(ledger) == 60
+    # Whatever order they were applied in, the newest sequence of each company is in force.
+    assert {ext: (c.license_count, c.last_sequence) for ext, c in companies.items()} == {
+        f"c-{c}": (10 * c + 3, 3) for c in range(20)
+    }
+
+
+async def test_a_delivery_the_database_refuses_fails_alone(
+    app: FastAPI, tenant: NewTenant, ctx: AppContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = webhook_intake.accept_events
+
+    poisoned_batches: list[int] = []
+
+    async def refuses_poison(store: IntakeStore, deliveries: list[Delivery], tenants: Any) -> Any:
+        if any(d.webhook_id == "poison" for d in deliveries):
+            poisoned_batches.append(len(deliveries))
+            raise RuntimeError("the database refused this batch")
+        return await real(store, deliveries, tenants)
+
+    monkeypatch.setattr(intake_queue, "accept_events", refuses_poison)
+    ids = [f"ok-{i}" for i in range(10)] + ["poison"]
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)  # see the 500 as a client would
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        assert await _post(client, tenant, license_event("c-0", 1, sequence=1), "warm-up") == 202  # secrets cached
+        statuses = await asyncio.gather(
+            *(_post(client, tenant, license_event(f"c-{i}", 5, sequence=2), wid) for i, wid in enumerate(ids))
+        )
+    assert max(poisoned_batches) > 1  # it did share a batch with good deliveries, which still went through
+    assert statuses == [202] * 10 + [500]
+    async with ctx.sessionmaker() as s:
+        recorded = set(await s.scalars(select(WebhookInbox.webhook_id)))
+    assert recorded == {"warm-up", *ids[:10]}
+
+
+async def test_a_rotation_after_the_request_check_is_seen_by_the_commit(tenant: NewTenant, ctx: AppContext) -> None:
+    async with ctx.sessionmaker() as s:
+        checked_with = (await s.get(Tenant, tenant.tenant_id)).secrets_version  # type: ignore[union-attr]
+    async with ctx.sessionmaker() as s, s.begin():  # rotated without grace after the request checked the signature
+        new_secret = await rotate_webhook_secret(s, box=ctx.secrets, tenant_id=tenant.tenant_id, grace=timedelta(0))
+
+    def delivery(secret: str, webhook_id: str) -> tuple[Delivery, SignedParts]:
+        payload = license_event("c-1", 4, sequence=2)
+        body = json.dumps(payload)
+        headers = signed_headers(secret, body, webhook_id=webhook_id)
+        signed = SignedParts(webhook_id, headers["webhook-timestamp"], headers["webhook-signature"], body.encode())
+        return Delivery(tenant.tenant_id, webhook_id, None, payload), signed
+
+    with pytest.raises(WebhookSignatureError):
+        await ctx.intake.submit(*delivery(tenant.webhook_secret, "old"), secrets_version=checked_with)
+    result = await ctx.intake.submit(*delivery(new_secret, "new"), secrets_version=checked_with)
+    assert not result.duplicate
+    async with ctx.sessionmaker() as s:
+        assert set(await s.scalars(select(WebhookInbox.webhook_id))) == {"new"}
+
+
+async def test_the_same_id_twice_in_one_batch_has_one_effect(
+    client: httpx.AsyncClient, tenant: NewTenant, ctx: AppContext
+) -> None:
+    first, second = license_event("c-9", 7, sequence=5), license_event("c-9", 8, sequence=6)
+    statuses = await asyncio.gather(
+        _post(client, tenant, first, "same"), _post(client, tenant, second, "same"), _post(client, tenant, first, "x")
+    )
+    assert sorted(statuses) == [200, 202, 202]
+    async with ctx.sessionmaker() as s:
+        assert len(list(await s.scalars(select(LicenseChange).where(LicenseChange.webhook_id == "same")))) == 1
+
+
+STATUSES = ["in_sync", "pending", "retrying", "failed", "drift", "paused", "awaiting_approval"]
+
+
+@pytest.mark.parametrize("store_kind", ["core", "asyncpg"])
+@pytest.mark.parametrize("status", STATUSES)
+@pytest.mark.parametrize("due", ["none", "earlier", "later"])
+async def test_the_sql_mark_due_matches_the_python_rule(
+    ctx: AppContext, tenant: NewTenant, status: str, due: str, store_kind: str
+) -> None:
+    if store_kind == "asyncpg" and ctx.engine.dialect.name != "postgresql":
+        pytest.skip("the asyncpg store is PostgreSQL's")
+    now = utcnow()
+    due_at = {"none": None, "earlier": now - timedelta(hours=1), "later": now + timedelta(hours=1)}[due]
+    async with ctx.sessionmaker() as s, s.begin():
+        company = Company(tenant_id=tenant.tenant_id, external_id="c-1", name="C", license_count=1)
+        s.add(company)
+        await s.flush()
+        s.add(SyncState(company_id=company.id, tenant_id=tenant.tenant_id, status=status, generation=4, attempts=3))
+        await s.flush()
+        await s.execute(update(SyncState).values(due_at=due_at, reason="before"))
+    async with ctx.sessionmaker() as s:
+        expected = await s.get(SyncState, company.id)
+        assert expected is not None
+        mark_due(expected, reason="license_change", due=now, changes=2)
+        want = (expected.status, expected.generation, expected.attempts, expected.reason, expected.due_at)
+    rows = [DueRow(company.id, tenant.tenant_id, 2)]
+    if store_kind == "core":
+        async with ctx.engine.begin() as conn:
+            await CoreIntakeStore(conn).mark_due(rows, reason="license_change", due=now)
+    else:
+        raw = await asyncpg.connect(pg_dsn(ctx))
+        try:
+            async with raw.transaction():
+                await AsyncpgIntakeStore(raw).mark_due(rows, reason="license_change", due=now)
+        finally:
+            await raw.close()
+    async with ctx.sessionmaker() as s:
+        got = await s.get(SyncState, company.id)
+        assert got is not None
+        assert (got.status, got.generation, got.attempts, got.reason, got.due_at) == want
