@@ -16,7 +16,7 @@ from sqlalchemy import select, update
 
 from app.context import AppContext
 from app.db.base import utcnow
-from app.db.intake_store import AsyncpgIntakeStore, CoreIntakeStore, DueRow, IntakeStore
+from app.db.intake_store import AsyncpgIntakeStore, Changes, CoreIntakeStore, DueRow, IntakeStore
 from app.db.models import Company, LicenseChange, SyncState, Tenant, WebhookInbox
 from app.errors import WebhookSignatureError
 from app.services import intake_queue, webhook_intake
@@ -159,12 +159,12 @@ async def test_the_sql_mark_due_matches_the_python_rule(
     rows = [DueRow(company.id, tenant.tenant_id, 2)]
     if store_kind == "core":
         async with ctx.engine.begin() as conn:
-            await CoreIntakeStore(conn).mark_due(rows, reason="license_change", due=now)
+            await CoreIntakeStore(conn).write(Changes(now=now, due=rows))
     else:
         raw = await asyncpg.connect(pg_dsn(ctx))
         try:
             async with raw.transaction():
-                await AsyncpgIntakeStore(raw).mark_due(rows, reason="license_change", due=now)
+                await AsyncpgIntakeStore(raw).write(Changes(now=now, due=rows))
         finally:
             await raw.close()
     async with ctx.sessionmaker() as s:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import json
 import re
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Literal
 
 import structlog
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.routing import APIRoute
 from pydantic import ValidationError
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api import openapi_components
@@ -36,17 +39,23 @@ class InvalidEventError(UnprocessableError):
     title = "The event does not match the webhook contract"
 
 
-async def read_limited_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+async def read_limited_body(receive: Receive, declared_length: str | None, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The raw body, refused (413) as soon as it is known to be over `limit`: by its Content-Length, or while
+    streaming when there is none."""
+    if declared_length and declared_length.isdigit() and int(declared_length) > limit:
         raise PayloadTooLargeError(f"Webhook bodies are limited to {limit} bytes")
     size, chunks = 0, []
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise PayloadTooLargeError(f"Webhook bodies are limited to {limit} bytes")
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 async def verify_delivery(ctx: AppContext, tenant_id: str, signed: SignedParts) -> int:
@@ -101,9 +110,6 @@ def parse_event(body: bytes) -> tuple[Event | None, dict[str, Any]]:
         ) from None
 
 
-_DUPLICATE = WebhookAck(status="duplicate", outcome="duplicate").model_dump_json().encode()
-
-
 WEBHOOK_PATH = "/webhooks/portal/{tenant_id}"
 
 
@@ -130,16 +136,24 @@ WEBHOOK_PATH = "/webhooks/portal/{tenant_id}"
     },
 )
 async def receive_portal_webhook(request: Request, tenant_id: str) -> Response:
-    # Body limit, then signature — before anything is parsed — then the event goes into the next intake
-    # transaction and the answer waits for its commit. No dependencies and no response model on the way out: this
-    # is the one route that sees bulk traffic, and that machinery would cost more than the rest of the request.
-    ctx: AppContext = request.app.state.ctx
-    headers = request.headers
+    status, body = await accept_webhook(request.app.state.ctx, tenant_id, request.headers, request.receive)
+    return Response(body, status_code=status, media_type="application/json")
+
+
+async def accept_webhook(
+    ctx: AppContext, tenant_id: str, headers: Mapping[str, str], receive: Receive
+) -> tuple[int, bytes]:
+    """The whole webhook answer as (status, JSON body); problems are raised as `AppError`s.
+
+    Body limit, then signature — before anything is parsed — then the event goes into the next intake transaction
+    and the answer waits for its commit. It works on the ASGI pieces rather than on a Request so that the fast path
+    below can serve it without building one (this is the one route that sees bulk traffic).
+    """
     signed = SignedParts(
         webhook_id=headers.get("webhook-id"),
         timestamp=headers.get("webhook-timestamp"),
         signature=headers.get("webhook-signature"),
-        body=await read_limited_body(request),
+        body=await read_limited_body(receive, headers.get("content-length")),
     )
     structlog.contextvars.bind_contextvars(tenant_id=tenant_id[:64], webhook_id=(signed.webhook_id or "")[:100])
     try:
@@ -158,9 +172,13 @@ async def receive_portal_webhook(request: Request, tenant_id: str) -> Response:
     # No line of its own: the request's canonical log line carries these.
     structlog.contextvars.bind_contextvars(event_type=str(payload["type"])[:64], outcome=result.outcome)
     if result.duplicate:
-        return Response(_DUPLICATE, status_code=200, media_type="application/json")
-    body = WebhookAck(status="accepted", outcome=result.outcome).model_dump_json().encode()
-    return Response(body, status_code=202, media_type="application/json")
+        return 200, _ack("duplicate", "duplicate")
+    return 202, _ack("accepted", result.outcome)
+
+
+@functools.lru_cache(maxsize=64)
+def _ack(status: Literal["accepted", "duplicate"], outcome: str) -> bytes:
+    return WebhookAck(status=status, outcome=outcome).model_dump_json().encode()
 
 
 _WEBHOOK_PATH = re.compile(r"/webhooks/portal/([^/]+)")
@@ -185,10 +203,21 @@ class WebhookFastPath:
             return
         scope["route"] = self.route
         scope["path_params"] = {"tenant_id": match.group(1)}
-        request = Request(scope, receive)
+        headers: dict[str, str] = {}
+        for name, value in scope["headers"]:  # the first of a repeated header, as Starlette's Headers.get
+            headers.setdefault(name.decode("latin-1"), value.decode("latin-1"))
         try:
-            response = await receive_portal_webhook(request, match.group(1))
+            status, body = await accept_webhook(self.api.state.ctx, match.group(1), headers, receive)
         except AppError as exc:
-            answer = self.api.exception_handlers[AppError](request, exc)
+            answer = self.api.exception_handlers[AppError](Request(scope, receive), exc)
             response = await answer if inspect.isawaitable(answer) else answer
-        await response(scope, receive, send)
+            await response(scope, receive, send)
+            return
+        length = str(len(body)).encode()
+        await send(
+            {"type": "http.response.start", "status": status, "headers": [*_JSON_HEADERS, (b"content-length", length)]}
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+_JSON_HEADERS = [(b"content-type", b"application/json")]

@@ -98,6 +98,20 @@ class DueRow:
     changes: int
 
 
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """What a batch writes once it has decided: company rows, ledger rows, the companies now due for a reconcile
+    (`reason`, due by `now`; see `sync_schedule.mark_due`), and the inbox rows whose outcome is not the one they were
+    inserted with, as (tenant, webhook-id, outcome)."""
+
+    now: datetime
+    companies: Sequence[CompanyState] = ()
+    ledger: Sequence[LedgerRow] = ()
+    due: Sequence[DueRow] = ()
+    reason: str = "license_change"
+    outcomes: Sequence[tuple[str, str, str]] = ()
+
+
 class IntakeStore(Protocol):
     async def tenants(self, ids: Sequence[str]) -> dict[str, TenantRow]: ...
 
@@ -113,14 +127,8 @@ class IntakeStore(Protocol):
         """Insert unless (tenant, portal id) exists, each with an in-sync sync state."""
         ...
 
-    async def update_companies(self, companies: Sequence[CompanyState], now: datetime) -> None: ...
-
-    async def insert_ledger(self, rows: Sequence[LedgerRow]) -> None: ...
-
-    async def mark_due(self, rows: Sequence[DueRow], *, reason: str, due: datetime) -> None: ...
-
-    async def correct_outcomes(self, rows: Sequence[tuple[str, str, str]]) -> None:
-        """(tenant, webhook-id, outcome) for inbox rows whose outcome is not the one they were inserted with."""
+    async def write(self, changes: Changes) -> None:
+        """Everything the batch decided, written at once."""
         ...
 
 
@@ -183,7 +191,20 @@ class CoreIntakeStore:
                 ],
             )
 
-    async def update_companies(self, companies: Sequence[CompanyState], now: datetime) -> None:
+    async def write(self, changes: Changes) -> None:
+        if changes.companies:
+            await self._update_companies(changes.companies, changes.now)
+        if changes.ledger:
+            await self.conn.execute(self.sql.insert_ledger, [_ledger_params(r) for r in changes.ledger])
+        if changes.due:
+            await self._mark_due(changes.due, reason=changes.reason, due=changes.now)
+        if changes.outcomes:
+            await self.conn.execute(
+                self.sql.correct_outcome,
+                [{"b_tenant": t, "b_webhook": w, "b_outcome": o} for t, w, o in changes.outcomes],
+            )
+
+    async def _update_companies(self, companies: Sequence[CompanyState], now: datetime) -> None:
         params = [
             {
                 "b_id": c.id,
@@ -198,10 +219,7 @@ class CoreIntakeStore:
         ]
         await self.conn.execute(self.sql.update_companies, params)
 
-    async def insert_ledger(self, rows: Sequence[LedgerRow]) -> None:
-        await self.conn.execute(self.sql.insert_ledger, [_ledger_params(r) for r in rows])
-
-    async def mark_due(self, rows: Sequence[DueRow], *, reason: str, due: datetime) -> None:
+    async def _mark_due(self, rows: Sequence[DueRow], *, reason: str, due: datetime) -> None:
         params = [
             {
                 "company_id": r.company_id,
@@ -213,11 +231,6 @@ class CoreIntakeStore:
             for r in _ordered(rows, "company_id")
         ]
         await self.conn.execute(self.sql.mark_due, params)
-
-    async def correct_outcomes(self, rows: Sequence[tuple[str, str, str]]) -> None:
-        await self.conn.execute(
-            self.sql.correct_outcome, [{"b_tenant": t, "b_webhook": w, "b_outcome": o} for t, w, o in rows]
-        )
 
 
 def _ledger_params(r: LedgerRow) -> dict[str, Any]:
@@ -343,33 +356,37 @@ _PG_NEW_SYNC_STATES = """
 INSERT INTO sync_state (company_id, tenant_id, status, generation, attempts)
 SELECT u.company_id, u.tenant_id, 'in_sync', 0, 0
 FROM unnest($1::varchar[], $2::varchar[]) AS u(company_id, tenant_id)"""
-_PG_UPDATE_COMPANIES = """
-UPDATE company AS c SET name = u.name, identifier = u.identifier, license_count = u.license_count,
-  last_sequence = u.last_sequence, deleted_at = u.deleted_at, updated_at = $7
-FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::int[], $5::bigint[], $6::timestamptz[])
-  AS u(id, name, identifier, license_count, last_sequence, deleted_at)
-WHERE c.id = u.id"""
-_PG_LEDGER = """
-INSERT INTO license_change (tenant_id, company_id, webhook_id, sequence, license_count, previous_count, effective_at,
-  received_at, ignored_reason)
-SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::bigint[], $5::int[], $6::int[],
-  $7::timestamptz[], $8::timestamptz[], $9::varchar[])"""
-# The rule of `sync_schedule.mark_due` (and `mark_due_statement`): more changes, due by now at the latest, a settled
-# state (in sync, failed) becomes pending with its attempts reset.
-_PG_MARK_DUE = """
-INSERT INTO sync_state AS s (company_id, tenant_id, status, reason, due_at, generation, attempts)
-SELECT u.company_id, u.tenant_id, 'pending', $3, $4, u.changes, 0
-FROM unnest($1::varchar[], $2::varchar[], $5::int[]) AS u(company_id, tenant_id, changes)
-ON CONFLICT (company_id) DO UPDATE SET
-  generation = s.generation + excluded.generation,
-  reason = excluded.reason,
-  due_at = CASE WHEN s.due_at IS NULL OR s.due_at > excluded.due_at THEN excluded.due_at ELSE s.due_at END,
-  status = CASE WHEN s.status IN ('in_sync', 'failed') THEN 'pending' ELSE s.status END,
-  attempts = CASE WHEN s.status IN ('in_sync', 'failed') THEN 0 ELSE s.attempts END"""
-_PG_CORRECT_OUTCOMES = """
-UPDATE webhook_inbox AS i SET outcome = u.outcome
-FROM unnest($1::varchar[], $2::varchar[], $3::varchar[]) AS u(tenant_id, webhook_id, outcome)
-WHERE i.tenant_id = u.tenant_id AND i.webhook_id = u.webhook_id"""
+# One statement for everything a batch writes (data-modifying CTEs all run, whatever the final SELECT reads): four
+# round trips fewer per batch. The sync-state part is the rule of `sync_schedule.mark_due`: more changes, due by now
+# at the latest, a settled state (in sync, failed) becomes pending with its attempts reset.
+_PG_WRITE = """
+WITH companies AS (
+  UPDATE company AS c SET name = u.name, identifier = u.identifier, license_count = u.license_count,
+    last_sequence = u.last_sequence, deleted_at = u.deleted_at, updated_at = $7
+  FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::int[], $5::bigint[], $6::timestamptz[])
+    AS u(id, name, identifier, license_count, last_sequence, deleted_at)
+  WHERE c.id = u.id
+), ledger AS (
+  INSERT INTO license_change (tenant_id, company_id, webhook_id, sequence, license_count, previous_count,
+    effective_at, received_at, ignored_reason)
+  SELECT * FROM unnest($8::varchar[], $9::varchar[], $10::varchar[], $11::bigint[], $12::int[], $13::int[],
+    $14::timestamptz[], $15::timestamptz[], $16::varchar[])
+), due AS (
+  INSERT INTO sync_state AS s (company_id, tenant_id, status, reason, due_at, generation, attempts)
+  SELECT u.company_id, u.tenant_id, 'pending', $19, $7, u.changes, 0
+  FROM unnest($17::varchar[], $18::varchar[], $20::int[]) AS u(company_id, tenant_id, changes)
+  ON CONFLICT (company_id) DO UPDATE SET
+    generation = s.generation + excluded.generation,
+    reason = excluded.reason,
+    due_at = CASE WHEN s.due_at IS NULL OR s.due_at > excluded.due_at THEN excluded.due_at ELSE s.due_at END,
+    status = CASE WHEN s.status IN ('in_sync', 'failed') THEN 'pending' ELSE s.status END,
+    attempts = CASE WHEN s.status IN ('in_sync', 'failed') THEN 0 ELSE s.attempts END
+), outcomes AS (
+  UPDATE webhook_inbox AS i SET outcome = u.outcome
+  FROM unnest($21::varchar[], $22::varchar[], $23::varchar[]) AS u(tenant_id, webhook_id, outcome)
+  WHERE i.tenant_id = u.tenant_id AND i.webhook_id = u.webhook_id
+)
+SELECT 1"""
 
 
 class AsyncpgIntakeStore:
@@ -412,45 +429,34 @@ class AsyncpgIntakeStore:
                 _PG_NEW_SYNC_STATES, [r["id"] for r in inserted], [r["tenant_id"] for r in inserted]
             )
 
-    async def update_companies(self, companies: Sequence[CompanyState], now: datetime) -> None:
-        companies = _ordered(companies, "id")
+    async def write(self, changes: Changes) -> None:
+        companies = _ordered(changes.companies, "id")
+        ledger = changes.ledger
+        due = _ordered(changes.due, "company_id")
+        outcomes = changes.outcomes
         await self.conn.execute(
-            _PG_UPDATE_COMPANIES,
+            _PG_WRITE,
             [c.id for c in companies],
             [c.name for c in companies],
             [c.identifier for c in companies],
             [c.license_count for c in companies],
             [c.last_sequence for c in companies],
             [c.deleted_at for c in companies],
-            now,
-        )
-
-    async def insert_ledger(self, rows: Sequence[LedgerRow]) -> None:
-        await self.conn.execute(
-            _PG_LEDGER,
-            [r.tenant_id for r in rows],
-            [r.company_id for r in rows],
-            [r.webhook_id for r in rows],
-            [r.sequence for r in rows],
-            [r.license_count for r in rows],
-            [r.previous_count for r in rows],
-            [r.effective_at for r in rows],
-            [r.received_at for r in rows],
-            [r.ignored_reason for r in rows],
-        )
-
-    async def mark_due(self, rows: Sequence[DueRow], *, reason: str, due: datetime) -> None:
-        rows = _ordered(rows, "company_id")
-        await self.conn.execute(
-            _PG_MARK_DUE,
-            [r.company_id for r in rows],
-            [r.tenant_id for r in rows],
-            reason,
-            due,
-            [r.changes for r in rows],
-        )
-
-    async def correct_outcomes(self, rows: Sequence[tuple[str, str, str]]) -> None:
-        await self.conn.execute(
-            _PG_CORRECT_OUTCOMES, [t for t, _, _ in rows], [w for _, w, _ in rows], [o for _, _, o in rows]
+            changes.now,
+            [r.tenant_id for r in ledger],
+            [r.company_id for r in ledger],
+            [r.webhook_id for r in ledger],
+            [r.sequence for r in ledger],
+            [r.license_count for r in ledger],
+            [r.previous_count for r in ledger],
+            [r.effective_at for r in ledger],
+            [r.received_at for r in ledger],
+            [r.ignored_reason for r in ledger],
+            [r.company_id for r in due],
+            [r.tenant_id for r in due],
+            changes.reason,
+            [r.changes for r in due],
+            [t for t, _, _ in outcomes],
+            [w for _, w, _ in outcomes],
+            [o for _, _, o in outcomes],
         )

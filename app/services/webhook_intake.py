@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.api.schemas.webhooks import CompanyDeleted, CompanyUpserted, LicenseCountChanged
 from app.db.base import new_id, utcnow
 from app.db.intake_store import (
+    Changes,
     CompanyState,
     CoreIntakeStore,
     DueRow,
@@ -93,22 +94,20 @@ async def accept_events(
         else:
             outcome = "unknown_type"
         outcomes[index] = outcome
-    now = utcnow()
-    changed = [c for c in companies.values() if c.changed]
-    if changed:
-        await store.update_companies(changed, now)
-    if ledger:
-        await store.insert_ledger(ledger)
-    if scheduled:
-        due = [DueRow(company_id=c, tenant_id=t, changes=n) for (t, c), n in scheduled.items()]
-        await store.mark_due(due, reason="license_change", due=now)
-    corrections = [
-        (deliveries[i].tenant_id, deliveries[i].webhook_id, outcome)
-        for i, outcome in outcomes.items()
-        if outcome != _DEFAULT_OUTCOME
-    ]
-    if corrections:
-        await store.correct_outcomes(corrections)
+    changes = Changes(
+        now=utcnow(),
+        companies=[c for c in companies.values() if c.changed],
+        ledger=ledger,
+        due=[DueRow(company_id=c, tenant_id=t, changes=n) for (t, c), n in scheduled.items()],
+        reason="license_change",
+        outcomes=[
+            (deliveries[i].tenant_id, deliveries[i].webhook_id, outcome)
+            for i, outcome in outcomes.items()
+            if outcome != _DEFAULT_OUTCOME
+        ],
+    )
+    if changes.companies or changes.ledger or changes.due or changes.outcomes:
+        await store.write(changes)
     return [
         IntakeResult(duplicate=False, outcome=outcomes[i]) if i in fresh else IntakeResult(True, "duplicate")
         for i in range(len(deliveries))
