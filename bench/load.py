@@ -1,9 +1,10 @@
 """A small closed-loop HTTP/1.1 load generator for the ingest benchmark.
 
 Every request is signed and serialized to bytes before the clock starts, and each connection sends one request,
-reads its answer and sends the next (keep-alive). Nothing but the socket work happens while measuring, so the
-generator takes a small share of the two cores the server also needs (httpx took about as much CPU per request as
-the bare endpoint it was measuring, and its pool degraded at 32 connections).
+reads its answer and sends the next (keep-alive). Nothing but the socket work happens while measuring (run it on
+uvloop, as `bench.run` does), so the generator takes a small share of the two cores the server also needs and adds
+little latency of its own: httpx took about as much CPU per request as the bare endpoint it was measuring, and its
+pool degraded at 32 connections — the old baseline measured the client more than the server.
 """
 
 from __future__ import annotations

@@ -156,18 +156,38 @@ async def test_the_sql_mark_due_matches_the_python_rule(
         assert expected is not None
         mark_due(expected, reason="license_change", due=now, changes=2)
         want = (expected.status, expected.generation, expected.attempts, expected.reason, expected.due_at)
-    rows = [DueRow(company.id, tenant.tenant_id, 2)]
-    if store_kind == "core":
-        async with ctx.engine.begin() as conn:
-            await CoreIntakeStore(conn).write(Changes(now=now, due=rows))
-    else:
-        raw = await asyncpg.connect(pg_dsn(ctx))
-        try:
-            async with raw.transaction():
-                await AsyncpgIntakeStore(raw).write(Changes(now=now, due=rows))
-        finally:
-            await raw.close()
+    await _write_due(ctx, store_kind, Changes(now=now, due=[DueRow(company.id, tenant.tenant_id, 2)]))
     async with ctx.sessionmaker() as s:
         got = await s.get(SyncState, company.id)
         assert got is not None
         assert (got.status, got.generation, got.attempts, got.reason, got.due_at) == want
+
+
+@pytest.mark.parametrize("store_kind", ["core", "asyncpg"])
+async def test_a_company_without_sync_state_gets_one_when_due(
+    ctx: AppContext, tenant: NewTenant, store_kind: str
+) -> None:
+    if store_kind == "asyncpg" and ctx.engine.dialect.name != "postgresql":
+        pytest.skip("the asyncpg store is PostgreSQL's")
+    async with ctx.sessionmaker() as s, s.begin():
+        company = Company(tenant_id=tenant.tenant_id, external_id="c-1", name="C", license_count=1)
+        s.add(company)
+    now = utcnow()
+    await _write_due(ctx, store_kind, Changes(now=now, due=[DueRow(company.id, tenant.tenant_id, 3)]))
+    async with ctx.sessionmaker() as s:
+        got = await s.get(SyncState, company.id)
+        assert got is not None
+        assert (got.status, got.generation, got.attempts, got.due_at) == ("pending", 3, 0, now)
+
+
+async def _write_due(ctx: AppContext, store_kind: str, changes: Changes) -> None:
+    if store_kind == "core":
+        async with ctx.engine.begin() as conn:
+            await CoreIntakeStore(conn).write(changes)
+        return
+    raw = await asyncpg.connect(pg_dsn(ctx))
+    try:
+        async with raw.transaction():
+            await AsyncpgIntakeStore(raw).write(changes)
+    finally:
+        await raw.close()
