@@ -21,6 +21,9 @@ class RequestContextMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        # Bound once, when the app builds its middleware (after it configured logging): the module's lazy logger
+        # would rebuild itself for every line, which cost a fifth of a webhook's CPU time.
+        self.log = log.bind()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -49,7 +52,7 @@ class RequestContextMiddleware:
             template = getattr(route, "path", "unmatched")
             self.metrics.http_requests.labels(scope["method"], template, str(status)).inc()
             self.metrics.http_latency.labels(scope["method"], template).observe(elapsed)
-            log.info(
+            self.log.info(
                 "http.request",
                 method=scope["method"],
                 route=template,

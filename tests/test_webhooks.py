@@ -10,11 +10,14 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.context import AppContext
 from app.db.models import Company, LicenseChange, SyncState, WebhookInbox
+from app.main import create_app
 from app.services.tenants import NewTenant, rotate_webhook_secret
 from app.services.webhook_intake import purge_inbox
+from app.settings import Settings
 from tests.conftest import TenantFactory
 from tests.webhook_helpers import deliver, license_event, signed_headers
 
@@ -321,3 +324,28 @@ async def test_a_signed_event_with_nul_characters_is_422(
     assert response.status_code == 422
     assert response.json()["code"] == "invalid_event"
     assert await _count(ctx, WebhookInbox) == 0
+
+
+async def test_each_delivery_leaves_one_log_line_with_its_outcome_and_no_secret(
+    settings: Settings, engine: AsyncEngine, make_tenant: TenantFactory, capfd: pytest.CaptureFixture[str]
+) -> None:
+    tenant = await make_tenant("Logged MSP")
+    app = create_app(settings.model_copy(update={"log_level": "INFO"}), engine=engine)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as http:
+            capfd.readouterr()
+            ok = await deliver(http, tenant.tenant_id, tenant.webhook_secret, license_event("c-1", 3), webhook_id="a1")
+            bad = await deliver(http, tenant.tenant_id, "whsec_" + "A" * 32, license_event("c-1", 4), webhook_id="a2")
+    finally:
+        await app.state.ctx.aclose()
+    assert (ok.status_code, bad.status_code) == (202, 401)
+    output = capfd.readouterr()
+    lines = [json.loads(line) for line in (output.out + output.err).splitlines() if line.startswith("{")]
+    requests = [line for line in lines if line["event"] == "http.request"]
+    assert [(r["status"], r["webhook_id"], r["outcome"]) for r in requests] == [
+        (202, "a1", "applied"),
+        (401, "a2", "rejected"),
+    ]
+    assert all(r["tenant_id"] == tenant.tenant_id and r["route"] == "/webhooks/portal/{tenant_id}" for r in requests)
+    assert len({r["request_id"] for r in requests}) == 2
+    assert tenant.webhook_secret not in output.out + output.err
