@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -233,18 +233,11 @@ class CoreIntakeStore:
         await self.conn.execute(self.sql.mark_due, params)
 
 
+LEDGER_COLUMNS = tuple(f.name for f in fields(LedgerRow))  # named as the license_change columns they fill
+
+
 def _ledger_params(r: LedgerRow) -> dict[str, Any]:
-    return {
-        "tenant_id": r.tenant_id,
-        "company_id": r.company_id,
-        "webhook_id": r.webhook_id,
-        "sequence": r.sequence,
-        "license_count": r.license_count,
-        "previous_count": r.previous_count,
-        "effective_at": r.effective_at,
-        "received_at": r.received_at,
-        "ignored_reason": r.ignored_reason,
-    }
+    return {name: getattr(r, name) for name in LEDGER_COLUMNS}
 
 
 @dataclass(frozen=True, slots=True)
@@ -400,15 +393,8 @@ class AsyncpgIntakeStore:
 
     async def record_inbox(self, rows: Sequence[InboxRow]) -> set[tuple[str, str]]:
         rows = _ordered(rows, "tenant_id", "webhook_id")
-        inserted = await self.conn.fetch(
-            _PG_INBOX,
-            [r.tenant_id for r in rows],
-            [r.webhook_id for r in rows],
-            [r.event_type for r in rows],
-            [r.received_at for r in rows],
-            [r.outcome for r in rows],
-            [json.dumps(r.payload) for r in rows],
-        )
+        columns = _columns(rows, "tenant_id", "webhook_id", "event_type", "received_at", "outcome")
+        inserted = await self.conn.fetch(_PG_INBOX, *columns, [json.dumps(r.payload) for r in rows])
         return {(r["tenant_id"], r["webhook_id"]) for r in inserted}
 
     async def lock_companies(self, tenant_id: str, external_ids: Sequence[str]) -> list[CompanyState]:
@@ -416,47 +402,26 @@ class AsyncpgIntakeStore:
 
     async def create_companies(self, rows: Sequence[NewCompany], now: datetime) -> None:
         rows = _ordered(rows, "tenant_id", "external_id")
-        inserted = await self.conn.fetch(
-            _PG_NEW_COMPANIES,
-            [r.id for r in rows],
-            [r.tenant_id for r in rows],
-            [r.external_id for r in rows],
-            [r.name for r in rows],
-            now,
-        )
+        columns = _columns(rows, "id", "tenant_id", "external_id", "name")
+        inserted = await self.conn.fetch(_PG_NEW_COMPANIES, *columns, now)
         if inserted:
-            await self.conn.execute(
-                _PG_NEW_SYNC_STATES, [r["id"] for r in inserted], [r["tenant_id"] for r in inserted]
-            )
+            await self.conn.execute(_PG_NEW_SYNC_STATES, *_columns([tuple(r) for r in inserted], 0, 1))
 
     async def write(self, changes: Changes) -> None:
         companies = _ordered(changes.companies, "id")
-        ledger = changes.ledger
         due = _ordered(changes.due, "company_id")
-        outcomes = changes.outcomes
         await self.conn.execute(
             _PG_WRITE,
-            [c.id for c in companies],
-            [c.name for c in companies],
-            [c.identifier for c in companies],
-            [c.license_count for c in companies],
-            [c.last_sequence for c in companies],
-            [c.deleted_at for c in companies],
+            *_columns(companies, "id", "name", "identifier", "license_count", "last_sequence", "deleted_at"),
             changes.now,
-            [r.tenant_id for r in ledger],
-            [r.company_id for r in ledger],
-            [r.webhook_id for r in ledger],
-            [r.sequence for r in ledger],
-            [r.license_count for r in ledger],
-            [r.previous_count for r in ledger],
-            [r.effective_at for r in ledger],
-            [r.received_at for r in ledger],
-            [r.ignored_reason for r in ledger],
-            [r.company_id for r in due],
-            [r.tenant_id for r in due],
+            *_columns(changes.ledger, *LEDGER_COLUMNS),
+            *_columns(due, "company_id", "tenant_id"),
             changes.reason,
-            [r.changes for r in due],
-            [t for t, _, _ in outcomes],
-            [w for _, w, _ in outcomes],
-            [o for _, _, o in outcomes],
+            *_columns(due, "changes"),
+            *_columns(changes.outcomes, 0, 1, 2),
         )
+
+
+def _columns(rows: Sequence[Any], *fields: str | int) -> list[list[Any]]:
+    """Rows turned into one list per field (attribute name, or index for tuples): the arrays `unnest` takes."""
+    return [[r[f] if isinstance(f, int) else getattr(r, f) for r in rows] for f in fields]
