@@ -13,6 +13,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.context import AppContext
 from app.db.base import utcnow
@@ -20,7 +21,7 @@ from app.db.intake_store import AsyncpgIntakeStore, Changes, CoreIntakeStore, Du
 from app.db.models import Company, LicenseChange, SyncState, Tenant, WebhookInbox
 from app.errors import WebhookSignatureError
 from app.services import intake_queue, webhook_intake
-from app.services.intake_queue import SignedParts
+from app.services.intake_queue import SignedParts, asyncpg_connect_args
 from app.services.sync_schedule import mark_due
 from app.services.tenants import NewTenant, rotate_webhook_secret
 from app.services.webhook_intake import Delivery
@@ -191,3 +192,17 @@ async def _write_due(ctx: AppContext, store_kind: str, changes: Changes) -> None
             await AsyncpgIntakeStore(raw).write(changes)
     finally:
         await raw.close()
+
+
+def test_the_intake_pool_connects_as_database_url_says() -> None:
+    engine = create_async_engine(
+        "postgresql+asyncpg://app:s3cret@db.internal:6432/billing?ssl=require&prepared_statement_cache_size=0"
+    )
+    assert asyncpg_connect_args(engine) == {
+        "host": "db.internal",
+        "port": 6432,
+        "user": "app",
+        "password": "s3cret",
+        "database": "billing",
+        "ssl": "require",
+    }

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.api.webhooks import WebhookFastPath
 from app.context import AppContext
 from app.db.models import Company, LicenseChange, SyncState, WebhookInbox
 from app.main import create_app
@@ -349,3 +350,32 @@ async def test_each_delivery_leaves_one_log_line_with_its_outcome_and_no_secret(
     assert all(r["tenant_id"] == tenant.tenant_id and r["route"] == "/webhooks/portal/{tenant_id}" for r in requests)
     assert len({r["request_id"] for r in requests}) == 2
     assert tenant.webhook_secret not in output.out + output.err
+
+
+async def test_the_routed_handler_answers_as_the_fast_path_does(
+    settings: Settings, engine: AsyncEngine, client: httpx.AsyncClient, tenant: NewTenant
+) -> None:
+    without_fast_path = create_app(settings, engine=engine)
+    without_fast_path.user_middleware = [
+        m
+        for m in without_fast_path.user_middleware
+        if not (isinstance(m.cls, type) and issubclass(m.cls, WebhookFastPath))
+    ]
+    try:
+        transport = httpx.ASGITransport(app=without_fast_path)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as routed:
+            answers = []
+            for name, http in (("fast", client), ("routed", routed)):
+                sends = [license_event("c-5", 2), license_event("c-5", 2), {"type": "license.count_changed"}]
+                responses = [
+                    await deliver(http, tenant.tenant_id, tenant.webhook_secret, payload, webhook_id=f"{name}-{i // 2}")
+                    for i, payload in enumerate(sends)
+                ]
+                responses.append(await deliver(http, tenant.tenant_id, "whsec_" + "B" * 32, sends[0]))
+                answers.append(
+                    [(r.status_code, r.headers["content-type"], {**r.json(), "instance": None}) for r in responses]
+                )
+    finally:
+        await without_fast_path.state.ctx.aclose()
+    assert answers[0] == answers[1]
+    assert [status for status, _, _ in answers[0]] == [202, 200, 422, 401]

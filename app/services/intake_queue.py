@@ -209,11 +209,7 @@ class IntakeQueue:
         if self._pool is None or (self._pool.done() and self._pool.exception() is not None):
             # One task makes the pool; every writer waits for it (a failed attempt is retried by the next batch).
             self._pool = asyncio.ensure_future(
-                asyncpg.create_pool(
-                    self._engine.url.set(drivername="postgresql").render_as_string(hide_password=False),
-                    min_size=1,
-                    max_size=self._writers,
-                )
+                asyncpg.create_pool(**asyncpg_connect_args(self._engine), min_size=1, max_size=self._writers)
             )
         pool = await asyncio.shield(self._pool)
         async with pool.acquire() as conn:
@@ -251,6 +247,13 @@ class IntakeQueue:
         except SignatureError:
             return False
         return True
+
+
+def asyncpg_connect_args(engine: AsyncEngine) -> dict[str, Any]:
+    """What the engine would pass to asyncpg for DATABASE_URL (host, credentials, database, ssl, …), without the
+    options only SQLAlchemy's adapter understands."""
+    _, params = engine.dialect.create_connect_args(engine.url)
+    return {k: v for k, v in params.items() if not k.startswith("prepared_statement_")}
 
 
 def _settle(pending: _Pending, *, result: IntakeResult | None = None, exception: BaseException | None = None) -> None:
