@@ -4,8 +4,9 @@ Two implementations run the same operations, each inside the caller's transactio
 
 * `CoreIntakeStore` — SQLAlchemy Core statements built once per dialect; SQLite and PostgreSQL. The reference.
 * `AsyncpgIntakeStore` — the same operations as hand-written PostgreSQL on the asyncpg driver, each one a single
-  statement over arrays (`unnest`), prepared once per connection. On the ingest path SQLAlchemy's per-statement work
-  cost about three times the database's; this is what the service uses for webhooks on PostgreSQL.
+  statement over arrays (`unnest`), prepared once per connection, and all of a batch's writes in one. A batch of
+  eight cost 2.1 ms of Python CPU through SQLAlchemy and 0.8 ms on the driver alone; this is what the service uses
+  for webhooks on PostgreSQL.
 
 `tests/db/test_intake_store.py` applies the same batches through both on PostgreSQL and compares every row.
 """
