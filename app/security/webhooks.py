@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 from collections.abc import Sequence
@@ -26,6 +27,7 @@ class NoMatchingSignatureError(SignatureError):
     """Well-formed and fresh, but signed with none of the given secrets."""
 
 
+@functools.lru_cache(maxsize=256)  # a handful of secrets per tenant, decoded once
 def _secret_bytes(secret: str) -> bytes:
     raw = secret.removeprefix("whsec_")
     try:
