@@ -22,12 +22,11 @@ from typing import Any, Protocol
 
 import asyncpg
 from sqlalchemy import Insert, Select, Update, bindparam, case, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.db.base import table_of
 from app.db.models import Company, LicenseChange, SyncState, Tenant, WebhookInbox
+from app.db.upsert import upsert_insert
 
 _INBOX = table_of(WebhookInbox)
 _COMPANY = table_of(Company)
@@ -257,7 +256,7 @@ class _CoreStatements:
 def mark_due_statement(dialect: str) -> Insert:
     """`sync_schedule.mark_due` for many companies in one executemany, creating a missing sync state on the way.
     Parameters per company: `company_id`, `tenant_id`, `reason`, `due_at` and `generation` (the number of changes)."""
-    builder = pg_insert if dialect == "postgresql" else sqlite_insert
+    builder = upsert_insert(dialect)
     statement = builder(_SYNC_STATE).values(status="pending", attempts=0)
     current, new = _SYNC_STATE.c, statement.excluded
     settled = (current.status == "in_sync") | (current.status == "failed")  # no IN: executemany can't expand it
@@ -279,7 +278,7 @@ def mark_due_statement(dialect: str) -> Insert:
 def _core_statements(dialect: str) -> _CoreStatements:
     """Built once per dialect (their compiled forms are then cached by SQLAlchemy)."""
     postgres = dialect == "postgresql"
-    builder = pg_insert if postgres else sqlite_insert
+    builder = upsert_insert(dialect)
     inbox, company, tenant = _INBOX.c, _COMPANY.c, _TENANT.c
     select_companies = (
         select(
