@@ -20,8 +20,9 @@ from app.db.base import utcnow
 from app.db.intake_store import AsyncpgIntakeStore, Changes, CoreIntakeStore, DueRow, IntakeStore
 from app.db.models import Company, LicenseChange, SyncState, Tenant, WebhookInbox
 from app.errors import WebhookSignatureError
+from app.security.webhooks import SignedParts
 from app.services import intake_queue, webhook_intake
-from app.services.intake_queue import SignedParts, asyncpg_connect_args
+from app.services.intake_queue import asyncpg_connect_args
 from app.services.sync_schedule import mark_due
 from app.services.tenants import NewTenant, rotate_webhook_secret
 from app.services.webhook_intake import Delivery

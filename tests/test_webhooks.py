@@ -199,10 +199,8 @@ async def test_several_signatures_and_rotation_grace(
 ) -> None:
     url = f"/webhooks/portal/{tenant.tenant_id}"
     # This process has the old secret cached; then the secret is rotated (as the CLI does, from another process).
-    warm = json.dumps(license_event("c-0", 1, sequence=1))
-    assert (
-        await client.post(url, content=warm, headers=signed_headers(tenant.webhook_secret, warm))
-    ).status_code == 202
+    warm = await deliver(client, tenant.tenant_id, tenant.webhook_secret, license_event("c-0", 1, sequence=1))
+    assert warm.status_code == 202
     async with ctx.sessionmaker() as s, s.begin():
         new_secret = await rotate_webhook_secret(
             s, box=ctx.secrets, tenant_id=tenant.tenant_id, grace=timedelta(seconds=2)
@@ -228,10 +226,8 @@ async def test_an_immediate_rotation_locks_the_old_secret_out_at_once(
     client: httpx.AsyncClient, tenant: NewTenant, ctx: AppContext
 ) -> None:
     url = f"/webhooks/portal/{tenant.tenant_id}"
-    warm = json.dumps(license_event("c-0", 1, sequence=1))
-    assert (
-        await client.post(url, content=warm, headers=signed_headers(tenant.webhook_secret, warm))
-    ).status_code == 202
+    warm = await deliver(client, tenant.tenant_id, tenant.webhook_secret, license_event("c-0", 1, sequence=1))
+    assert warm.status_code == 202
     async with ctx.sessionmaker() as s, s.begin():  # a leaked secret: rotate with no grace
         await rotate_webhook_secret(s, box=ctx.secrets, tenant_id=tenant.tenant_id, grace=timedelta(0))
     body = json.dumps(license_event("c-0", 2, sequence=2))

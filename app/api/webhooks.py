@@ -23,8 +23,7 @@ from app.api.schemas.webhooks import PortalEvent, WebhookAck
 from app.context import AppContext
 from app.db.models import Tenant
 from app.errors import AppError, PayloadTooLargeError, UnprocessableError, WebhookSignatureError
-from app.security.webhooks import SignatureError
-from app.services.intake_queue import SignedParts
+from app.security.webhooks import SignatureError, SignedParts
 from app.services.webhook_intake import Delivery, Event
 
 MAX_BODY_BYTES = 64 * 1024

@@ -13,6 +13,7 @@ import functools
 import hashlib
 import hmac
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 TOLERANCE = timedelta(minutes=5)
@@ -79,3 +80,22 @@ def verify(
         if any(hmac.compare_digest(expected, candidate) for candidate in offered):
             return sent_at
     raise NoMatchingSignatureError("no signature matches")
+
+
+@dataclass(frozen=True, slots=True)
+class SignedParts:
+    """What a signature covers, kept to check it again after a rotation."""
+
+    webhook_id: str | None
+    timestamp: str | None
+    signature: str | None
+    body: bytes
+
+    def check(self, secrets: list[str]) -> None:
+        verify(
+            secrets=secrets,
+            webhook_id=self.webhook_id,
+            timestamp=self.timestamp,
+            signature_header=self.signature,
+            body=self.body,
+        )

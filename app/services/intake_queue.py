@@ -33,31 +33,12 @@ from app.errors import WebhookSignatureError
 from app.logging import get_logger
 from app.metrics import Metrics
 from app.security.encryption import SecretBox
-from app.security.webhooks import SignatureError, verify
+from app.security.webhooks import SignatureError, SignedParts
 from app.services.tenants import webhook_secret_entries
 from app.services.webhook_intake import Delivery, IntakeResult, accept_events
 
 log = get_logger("app.intake")
 GATHER_TURNS = 3
-
-
-@dataclass(frozen=True, slots=True)
-class SignedParts:
-    """What a signature covers, kept to check it again after a rotation."""
-
-    webhook_id: str | None
-    timestamp: str | None
-    signature: str | None
-    body: bytes
-
-    def check(self, secrets: list[str]) -> None:
-        verify(
-            secrets=secrets,
-            webhook_id=self.webhook_id,
-            timestamp=self.timestamp,
-            signature_header=self.signature,
-            body=self.body,
-        )
 
 
 class WebhookSecretCache:
