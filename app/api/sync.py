@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Response
 from sqlalchemy import select
 
-from app.api.deps import PrincipalDep, SessionDep
+from app.api.deps import ContextDep, PrincipalDep, SessionDep
 from app.api.problems import error_responses
 from app.api.schemas.common import money_str
 from app.api.schemas.sync import (
@@ -93,11 +93,11 @@ def _proration(inputs: BillingInputs) -> ProrationLine | None:
     responses=error_responses(NotAuthenticatedError, NotFoundError, NotReadyError),
 )
 async def preview(
-    company_id: CompanyPath, body: PreviewRequest, principal: PrincipalDep, session: SessionDep
+    company_id: CompanyPath, body: PreviewRequest, principal: PrincipalDep, session: SessionDep, ctx: ContextDep
 ) -> PreviewResponse:
     company = await get_company(session, tenant_id=principal.tenant_id, external_id=company_id)
     tenant = await get_tenant(session, principal.tenant_id)
-    now = datetime.now(UTC)
+    now = ctx.now()  # the billing clock, as the worker's: "today" decides the period the change lands in
     before = await load_inputs(session, tenant=tenant, company=company, now=now)
     effective = body.effective_at or now
     last_order = max((c.order for c in before.changes), default=0)
