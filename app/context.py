@@ -41,7 +41,7 @@ class AppContext:
 
     def __post_init__(self) -> None:
         self.webhook_secrets = WebhookSecretCache(lambda: self.secrets)
-        self.intake = IntakeQueue(self.engine, self.webhook_secrets, self.metrics)
+        self.intake = IntakeQueue(self.engine, self.metrics)
 
     def now(self) -> datetime:
         """Now, for billing: the real time, or the pinned moment of a dev demo."""

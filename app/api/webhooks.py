@@ -24,6 +24,7 @@ from app.context import AppContext
 from app.db.models import Tenant
 from app.errors import AppError, PayloadTooLargeError, UnprocessableError, WebhookSignatureError
 from app.security.webhooks import SignatureError, SignedParts
+from app.services.intake_queue import RECHECK, UNKNOWN_TENANT
 from app.services.webhook_intake import Delivery, Event
 
 MAX_BODY_BYTES = 64 * 1024
@@ -36,6 +37,15 @@ router = APIRouter(tags=["webhooks"])
 class InvalidEventError(UnprocessableError):
     code = "invalid_event"
     title = "The event does not match the webhook contract"
+
+
+class IntakeBusyError(AppError):
+    status = 503
+    code = "try_again"
+    title = "The delivery could not be written now; send it again"
+
+
+RECHECKS = 3  # submissions of one delivery when its tenant's secrets rotate in between (one rotation needs two)
 
 
 async def read_limited_body(receive: Receive, declared_length: str | None, limit: int = MAX_BODY_BYTES) -> bytes:
@@ -57,14 +67,14 @@ async def read_limited_body(receive: Receive, declared_length: str | None, limit
             return b"".join(chunks)
 
 
-async def verify_delivery(ctx: AppContext, tenant_id: str, signed: SignedParts) -> int:
-    """Check the signature; the `secrets_version` of the secrets that matched (the intake checks it again in its
-    transaction). Every failure is a `WebhookSignatureError` (401).
+async def verify_delivery(ctx: AppContext, tenant_id: str, signed: SignedParts, *, fresh: bool = False) -> int:
+    """Check the signature; the `secrets_version` of the secrets that matched (the intake compares it with the
+    tenant's when it writes the delivery). Every failure is a `WebhookSignatureError` (401).
 
     The cached secrets of this process are tried first, without touching the database; only a tenant not seen yet,
-    or a signature the cached secrets refuse, costs a read (the secrets may have been rotated).
+    a signature the cached secrets refuse, or `fresh` (the intake saw the secrets rotate) costs a read.
     """
-    cached = ctx.webhook_secrets.cached(tenant_id)
+    cached = None if fresh else ctx.webhook_secrets.cached(tenant_id)
     if cached is not None:
         with contextlib.suppress(SignatureError):
             signed.check(cached[1])
@@ -88,19 +98,21 @@ async def verify_delivery(ctx: AppContext, tenant_id: str, signed: SignedParts) 
     return tenant.secrets_version
 
 
-def parse_event(body: bytes) -> tuple[Event | None, dict[str, Any]]:
+def parse_event(body: bytes) -> tuple[Event | None, dict[str, Any], str]:
+    """The event (None for a type this service does not know), the payload as parsed, and its text."""
     try:
-        payload = json.loads(body)
+        text = body.decode("utf-8")  # JSON over HTTP is UTF-8 (RFC 8259); the text is stored as received
+        payload = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise InvalidEventError("The body is not JSON") from None
-    if b"\x00" in body or b"\\u0000" in body:
+        raise InvalidEventError("The body is not UTF-8 JSON") from None
+    if "\x00" in text or "\\u0000" in text:
         raise InvalidEventError("NUL characters are not allowed")
     if not isinstance(payload, dict) or not isinstance(payload.get("type"), str):
         raise InvalidEventError("The body must be an object with a string `type`")
     if payload["type"] not in KNOWN_TYPES:
-        return None, payload
+        return None, payload, text
     try:
-        return PortalEvent.model_validate(payload).root, payload
+        return PortalEvent.model_validate(payload).root, payload, text
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}" for e in exc.errors()[:5])
         raise InvalidEventError(
@@ -121,7 +133,7 @@ WEBHOOK_PATH = "/webhooks/portal/{tenant_id}"
     "after the commit (200 for a delivery already received). See docs/webhooks.md.",
     responses={
         200: {"model": WebhookAck, "description": "Already received (same webhook-id): no second effect"},
-        **error_responses(WebhookSignatureError, PayloadTooLargeError, InvalidEventError),
+        **error_responses(WebhookSignatureError, PayloadTooLargeError, InvalidEventError, IntakeBusyError),
     },
     openapi_extra={
         "parameters": [
@@ -157,12 +169,18 @@ async def accept_webhook(
     structlog.contextvars.bind_contextvars(tenant_id=tenant_id[:64], webhook_id=(signed.webhook_id or "")[:100])
     try:
         secrets_version = await verify_delivery(ctx, tenant_id, signed)
-        event, payload = parse_event(signed.body)
-        result = await ctx.intake.submit(
-            Delivery(tenant_id=tenant_id, webhook_id=signed.webhook_id or "", event=event, payload=payload),
-            signed,
-            secrets_version=secrets_version,
-        )
+        event, payload, text = parse_event(signed.body)
+        delivery = Delivery(tenant_id=tenant_id, webhook_id=signed.webhook_id or "", event=event, payload=payload)
+        for _ in range(RECHECKS):
+            result = await ctx.intake.submit(delivery, body=text, secrets_version=secrets_version)
+            if result.outcome != RECHECK:
+                break
+            # The tenant's secrets rotated after this request checked the signature: check it against the new ones.
+            secrets_version = await verify_delivery(ctx, tenant_id, signed, fresh=True)
+        else:
+            raise IntakeBusyError("The tenant's webhook secrets kept changing while this delivery was written")
+        if result.outcome == UNKNOWN_TENANT:
+            raise WebhookSignatureError("no signature matches")
     except WebhookSignatureError as exc:
         ctx.metrics.webhooks.labels("rejected").inc()
         structlog.contextvars.bind_contextvars(outcome="rejected", reason=exc.detail)

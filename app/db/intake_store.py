@@ -1,12 +1,11 @@
-"""The statements of webhook intake (`app/services/webhook_intake.py`), behind one small interface.
+"""The statements of webhook intake (`app/services/webhook_intake.py`).
 
-Two implementations run the same operations, each inside the caller's transaction:
+A batch of deliveries is applied in one of two ways, to the same rows:
 
-* `CoreIntakeStore` — SQLAlchemy Core statements built once per dialect; SQLite and PostgreSQL. The reference.
-* `AsyncpgIntakeStore` — the same operations as hand-written PostgreSQL on the asyncpg driver, each one a single
-  statement over arrays (`unnest`), prepared once per connection, and all of a batch's writes in one. A batch of
-  eight cost 2.1 ms of Python CPU through SQLAlchemy and 0.8 ms on the driver alone; this is what the service uses
-  for webhooks on PostgreSQL.
+* `CoreIntakeStore`, driven by the rules in `accept_events` — SQLAlchemy Core statements built once per dialect,
+  run inside the caller's transaction; SQLite and PostgreSQL. The reference.
+* `accept_batch_on_postgres` — what the service uses for webhooks on PostgreSQL: the whole batch (inbox, company
+  locks, decisions, writes) in one call of the `accept_webhook_batch` function, so one round trip and one commit.
 
 `tests/db/test_intake_store.py` applies the same batches through both on PostgreSQL and compares every row.
 """
@@ -14,11 +13,10 @@ Two implementations run the same operations, each inside the caller's transactio
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 import asyncpg
 from sqlalchemy import Insert, Select, Update, bindparam, case, insert, select, update
@@ -112,26 +110,6 @@ class Changes:
     outcomes: Sequence[tuple[str, str, str]] = ()
 
 
-class IntakeStore(Protocol):
-    async def tenants(self, ids: Sequence[str]) -> dict[str, TenantRow]: ...
-
-    async def record_inbox(self, rows: Sequence[InboxRow]) -> set[tuple[str, str]]:
-        """Insert unless (tenant, webhook-id) is there; the keys inserted now."""
-        ...
-
-    async def lock_companies(self, tenant_id: str, external_ids: Sequence[str]) -> list[CompanyState]:
-        """The tenant's companies with these portal ids, locked in id order (PostgreSQL)."""
-        ...
-
-    async def create_companies(self, rows: Sequence[NewCompany], now: datetime) -> None:
-        """Insert unless (tenant, portal id) exists, each with an in-sync sync state."""
-        ...
-
-    async def write(self, changes: Changes) -> None:
-        """Everything the batch decided, written at once."""
-        ...
-
-
 def _ordered(rows: Sequence[Any], *keys: str) -> list[Any]:
     """Rows in one order for every writer: locks are then always taken in the same order (no deadlocks)."""
     return sorted(rows, key=lambda r: tuple(getattr(r, k) for k in keys))
@@ -167,7 +145,8 @@ class CoreIntakeStore:
         )
         return [CompanyState(*row) for row in rows]
 
-    async def create_companies(self, rows: Sequence[NewCompany], now: datetime) -> None:
+    async def create_companies(self, rows: Sequence[NewCompany], now: datetime) -> set[str]:
+        """Insert unless (tenant, portal id) exists, each with an in-sync sync state; the ids inserted."""
         params = [
             {
                 "id": r.id,
@@ -190,6 +169,7 @@ class CoreIntakeStore:
                     for r in inserted
                 ],
             )
+        return {r.id for r in inserted}
 
     async def write(self, changes: Changes) -> None:
         if changes.companies:
@@ -308,7 +288,7 @@ def _core_statements(dialect: str) -> _CoreStatements:
         correct_outcome=update(_INBOX)
         .where(inbox.tenant_id == bindparam("b_tenant"), inbox.webhook_id == bindparam("b_webhook"))
         .values(outcome=bindparam("b_outcome")),
-        select_companies=select_companies.with_for_update() if postgres else select_companies,
+        select_companies=select_companies.with_for_update(key_share=True) if postgres else select_companies,
         insert_companies=builder(_COMPANY)
         .on_conflict_do_nothing(index_elements=["tenant_id", "external_id"])
         .returning(company.id, company.tenant_id),
@@ -328,100 +308,37 @@ def _core_statements(dialect: str) -> _CoreStatements:
     )
 
 
-# ------------------------------------------------------------------------------------------- asyncpg (PostgreSQL)
-_PG_TENANTS = "SELECT id, secrets_version, billing_enabled FROM tenant WHERE id = ANY($1::varchar[])"
-_PG_INBOX = """
-INSERT INTO webhook_inbox (tenant_id, webhook_id, event_type, received_at, outcome, payload)
-SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::timestamptz[], $5::varchar[], $6::json[])
-ON CONFLICT (tenant_id, webhook_id) DO NOTHING
-RETURNING tenant_id, webhook_id"""
-_PG_COMPANIES = """
-SELECT id, external_id, name, identifier, license_count, last_sequence, deleted_at, billing_enabled, cw_agreement_id
-FROM company WHERE tenant_id = $1 AND external_id = ANY($2::varchar[])
-ORDER BY id FOR UPDATE"""
-_PG_NEW_COMPANIES = """
-INSERT INTO company (id, tenant_id, external_id, name, license_count, billing_enabled, created_at, updated_at)
-SELECT u.id, u.tenant_id, u.external_id, u.name, 0, false, $5, $5
-FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::varchar[]) AS u(id, tenant_id, external_id, name)
-ON CONFLICT (tenant_id, external_id) DO NOTHING
-RETURNING id, tenant_id"""
-_PG_NEW_SYNC_STATES = """
-INSERT INTO sync_state (company_id, tenant_id, status, generation, attempts)
-SELECT u.company_id, u.tenant_id, 'in_sync', 0, 0
-FROM unnest($1::varchar[], $2::varchar[]) AS u(company_id, tenant_id)"""
-# One statement for everything a batch writes (data-modifying CTEs all run, whatever the final SELECT reads): four
-# round trips fewer per batch. The sync-state part is the rule of `sync_schedule.mark_due`: more changes, due by now
-# at the latest, a settled state (in sync, failed) becomes pending with its attempts reset.
-_PG_WRITE = """
-WITH companies AS (
-  UPDATE company AS c SET name = u.name, identifier = u.identifier, license_count = u.license_count,
-    last_sequence = u.last_sequence, deleted_at = u.deleted_at, updated_at = $7
-  FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::int[], $5::bigint[], $6::timestamptz[])
-    AS u(id, name, identifier, license_count, last_sequence, deleted_at)
-  WHERE c.id = u.id
-), ledger AS (
-  INSERT INTO license_change (tenant_id, company_id, webhook_id, sequence, license_count, previous_count,
-    effective_at, received_at, ignored_reason)
-  SELECT * FROM unnest($8::varchar[], $9::varchar[], $10::varchar[], $11::bigint[], $12::int[], $13::int[],
-    $14::timestamptz[], $15::timestamptz[], $16::varchar[])
-), due AS (
-  INSERT INTO sync_state AS s (company_id, tenant_id, status, reason, due_at, generation, attempts)
-  SELECT u.company_id, u.tenant_id, 'pending', $19, $7, u.changes, 0
-  FROM unnest($17::varchar[], $18::varchar[], $20::int[]) AS u(company_id, tenant_id, changes)
-  ON CONFLICT (company_id) DO UPDATE SET
-    generation = s.generation + excluded.generation,
-    reason = excluded.reason,
-    due_at = CASE WHEN s.due_at IS NULL OR s.due_at > excluded.due_at THEN excluded.due_at ELSE s.due_at END,
-    status = CASE WHEN s.status IN ('in_sync', 'failed') THEN 'pending' ELSE s.status END,
-    attempts = CASE WHEN s.status IN ('in_sync', 'failed') THEN 0 ELSE s.attempts END
-), outcomes AS (
-  UPDATE webhook_inbox AS i SET outcome = u.outcome
-  FROM unnest($21::varchar[], $22::varchar[], $23::varchar[]) AS u(tenant_id, webhook_id, outcome)
-  WHERE i.tenant_id = u.tenant_id AND i.webhook_id = u.webhook_id
-)
-SELECT 1"""
+# ------------------------------------------------------------------------------------------- PostgreSQL
+# `accept_webhook_batch` is made by the migration 3824354691a8: the rules of `accept_events`, in the database.
+_ACCEPT_BATCH = "SELECT accept_webhook_batch(" + ", ".join(f"${i}" for i in range(1, 16)) + ")"
 
 
-class AsyncpgIntakeStore:
-    """PostgreSQL only; `conn` must be inside a transaction the caller owns."""
+@dataclass(slots=True)
+class BatchColumns:
+    """A batch as the arrays `accept_webhook_batch` takes, one element per delivery in arrival order."""
 
-    def __init__(self, conn: asyncpg.Connection) -> None:
-        self.conn = conn
+    tenant: list[str] = field(default_factory=list)
+    webhook: list[str] = field(default_factory=list)
+    secrets_version: list[int] = field(default_factory=list)
+    event_type: list[str] = field(default_factory=list)
+    payload: list[str] = field(default_factory=list)  # the JSON text as received
+    received: list[datetime] = field(default_factory=list)
+    kind: list[str | None] = field(default_factory=list)  # the event type if understood, else None
+    company: list[str | None] = field(default_factory=list)
+    count: list[int | None] = field(default_factory=list)
+    previous: list[int | None] = field(default_factory=list)
+    sequence: list[int | None] = field(default_factory=list)
+    effective: list[datetime | None] = field(default_factory=list)
+    name: list[str | None] = field(default_factory=list)
+    identifier: list[str | None] = field(default_factory=list)
 
-    async def tenants(self, ids: Sequence[str]) -> dict[str, TenantRow]:
-        return {r["id"]: TenantRow(*r) for r in await self.conn.fetch(_PG_TENANTS, sorted(ids))}
-
-    async def record_inbox(self, rows: Sequence[InboxRow]) -> set[tuple[str, str]]:
-        rows = _ordered(rows, "tenant_id", "webhook_id")
-        columns = _columns(rows, "tenant_id", "webhook_id", "event_type", "received_at", "outcome")
-        inserted = await self.conn.fetch(_PG_INBOX, *columns, [json.dumps(r.payload) for r in rows])
-        return {(r["tenant_id"], r["webhook_id"]) for r in inserted}
-
-    async def lock_companies(self, tenant_id: str, external_ids: Sequence[str]) -> list[CompanyState]:
-        return [CompanyState(*r) for r in await self.conn.fetch(_PG_COMPANIES, tenant_id, sorted(external_ids))]
-
-    async def create_companies(self, rows: Sequence[NewCompany], now: datetime) -> None:
-        rows = _ordered(rows, "tenant_id", "external_id")
-        columns = _columns(rows, "id", "tenant_id", "external_id", "name")
-        inserted = await self.conn.fetch(_PG_NEW_COMPANIES, *columns, now)
-        if inserted:
-            await self.conn.execute(_PG_NEW_SYNC_STATES, *_columns([tuple(r) for r in inserted], 0, 1))
-
-    async def write(self, changes: Changes) -> None:
-        companies = _ordered(changes.companies, "id")
-        due = _ordered(changes.due, "company_id")
-        await self.conn.execute(
-            _PG_WRITE,
-            *_columns(companies, "id", "name", "identifier", "license_count", "last_sequence", "deleted_at"),
-            changes.now,
-            *_columns(changes.ledger, *LEDGER_COLUMNS),
-            *_columns(due, "company_id", "tenant_id"),
-            changes.reason,
-            *_columns(due, "changes"),
-            *_columns(changes.outcomes, 0, 1, 2),
-        )
+    def arrays(self) -> tuple[list[Any], ...]:
+        return tuple(getattr(self, f.name) for f in fields(self))
 
 
-def _columns(rows: Sequence[Any], *fields: str | int) -> list[list[Any]]:
-    """Rows turned into one list per field (attribute name, or index for tuples): the arrays `unnest` takes."""
-    return [[r[f] if isinstance(f, int) else getattr(r, f) for r in rows] for f in fields]
+async def accept_batch_on_postgres(conn: asyncpg.Connection, columns: BatchColumns, *, now: datetime) -> list[str]:
+    """Apply the batch in one statement — its own transaction, committed when this returns. One outcome per
+    delivery: those of `accept_events`, "duplicate", "recheck" (secrets rotated since the check) or
+    "unknown_tenant"."""
+    outcomes: list[str] = await conn.fetchval(_ACCEPT_BATCH, *columns.arrays(), now)
+    return outcomes

@@ -6,9 +6,13 @@ next one and go in together: one transaction applies the whole batch (`accept_ev
 batch gets its answer once that transaction has committed. A lone delivery is written at once (no timer, no added
 latency); under load the batch grows by itself to what arrived during the previous commit.
 
-Signatures are checked in the request against the process's cached secrets; the batch's transaction reads the
-tenants anyway, and a delivery whose tenant rotated its secrets since (`secrets_version` moved) is checked again
-against the fresh ones — a rotation without grace locks out the old secret at once.
+On PostgreSQL a batch is one call of the `accept_webhook_batch` function (one round trip, its own transaction); on
+SQLite the same rules run in Python over Core statements in one transaction.
+
+Signatures are checked in the request against the process's cached secrets; the batch reads each tenant's
+`secrets_version`, and a delivery whose tenant rotated its secrets since it was checked is handed back untouched
+(outcome "recheck"): the request checks it again against the fresh secrets and submits it anew — a rotation without
+grace locks out the old secret at once.
 
 If a batch fails as a whole (a deadlock, a lost connection, one delivery the database refuses), each of its
 deliveries is tried again in a transaction of its own, so one bad delivery fails only its own request.
@@ -18,24 +22,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from app.db.base import utcnow
-from app.db.intake_store import AsyncpgIntakeStore, CoreIntakeStore, IntakeStore, TenantRow
-from app.errors import WebhookSignatureError
+from app.db.intake_store import CoreIntakeStore, accept_batch_on_postgres
 from app.logging import get_logger
 from app.metrics import Metrics
 from app.security.encryption import SecretBox
-from app.security.webhooks import SignatureError, SignedParts
 from app.services.tenants import webhook_secret_entries
-from app.services.webhook_intake import Delivery, IntakeResult, accept_events
+from app.services.webhook_intake import Delivery, IntakeResult, accept_events, batch_columns
 
 log = get_logger("app.intake")
 GATHER_TURNS = 3
@@ -64,63 +67,27 @@ class WebhookSecretCache:
         return [secret for secret, _ in entries]
 
 
-class _Connection(Protocol):
-    store: IntakeStore
-
-    def transaction(self) -> contextlib.AbstractAsyncContextManager[Any]: ...
-
-    async def load_secrets(self, cache: WebhookSecretCache, tenant: TenantRow) -> list[str]: ...
-
-
-class _CoreConnection:
-    def __init__(self, conn: AsyncConnection) -> None:
-        self.conn = conn
-        self.store: IntakeStore = CoreIntakeStore(conn)
-
-    def transaction(self) -> contextlib.AbstractAsyncContextManager[Any]:
-        return self.conn.begin()
-
-    async def load_secrets(self, cache: WebhookSecretCache, tenant: TenantRow) -> list[str]:
-        # On this connection: on SQLite another one would wait for this transaction's write lock.
-        return await cache.load(self.conn, tenant_id=tenant.id, secrets_version=tenant.secrets_version)
-
-
-class _PgConnection:
-    def __init__(self, conn: asyncpg.Connection, engine: AsyncEngine) -> None:
-        self.conn = conn
-        self.engine = engine
-        self.store: IntakeStore = AsyncpgIntakeStore(conn)
-
-    async def load_secrets(self, cache: WebhookSecretCache, tenant: TenantRow) -> list[str]:
-        async with self.engine.connect() as conn:  # a plain read beside the batch's transaction
-            return await cache.load(conn, tenant_id=tenant.id, secrets_version=tenant.secrets_version)
-
-    def transaction(self) -> contextlib.AbstractAsyncContextManager[Any]:
-        transaction: contextlib.AbstractAsyncContextManager[Any] = self.conn.transaction()
-        return transaction
-
-
 @dataclass(frozen=True, slots=True)
 class _Pending:
     delivery: Delivery
-    signed: SignedParts
-    secrets_version: int
+    body: str  # the JSON text as received
+    secrets_version: int  # the version of the secrets its signature was checked against
     future: asyncio.Future[IntakeResult]
+
+
+# Outcomes of a batch that are not the delivery's own: its tenant's secrets moved since the check (nothing was
+# written for it), or the tenant is gone.
+RECHECK = "recheck"
+UNKNOWN_TENANT = "unknown_tenant"
+DUPLICATE = "duplicate"
 
 
 class IntakeQueue:
     def __init__(
-        self,
-        engine: AsyncEngine,
-        secrets: WebhookSecretCache,
-        metrics: Metrics,
-        *,
-        max_batch: int = 256,
-        writers: int | None = None,
+        self, engine: AsyncEngine, metrics: Metrics, *, max_batch: int = 256, writers: int | None = None
     ) -> None:
         self._engine = engine
         self._metrics = metrics
-        self._secrets = secrets
         self._max_batch = max_batch
         self._pending: list[_Pending] = []
         # PostgreSQL: while one batch waits for the database the next one can be prepared and sent (row locks order
@@ -129,20 +96,22 @@ class IntakeQueue:
         self._tasks: set[asyncio.Task[None]] = set()
         self._pool: asyncio.Future[asyncpg.Pool] | None = None  # PostgreSQL: the intake's own driver connections
 
-    async def submit(self, delivery: Delivery, signed: SignedParts, *, secrets_version: int) -> IntakeResult:
-        """Apply the delivery in the next transaction and return its result once that transaction has committed.
+    async def submit(self, delivery: Delivery, *, body: str, secrets_version: int) -> IntakeResult:
+        """Apply the delivery in the next batch and return its result once that batch has committed: its outcome,
+        "duplicate", or `RECHECK` / `UNKNOWN_TENANT` (nothing written). `body` is the delivery's JSON text, stored as
+        received on PostgreSQL.
 
-        Raises `WebhookSignatureError` if the tenant's secrets rotated and the signature no longer matches, and
-        whatever the database raised if even a transaction of its own could not take it.
+        Raises whatever the database raised if even a transaction of its own could not take the delivery.
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[IntakeResult] = loop.create_future()
-        self._pending.append(_Pending(delivery, signed, secrets_version, future))
+        self._pending.append(_Pending(delivery, body, secrets_version, future))
         self._tasks = {t for t in self._tasks if not t.done() and t.get_loop() is loop}
         if len(self._tasks) < self._writers:
             self._tasks.add(loop.create_task(self._drain()))
-        # Shielded: a request that goes away does not take its delivery out of a batch being written.
-        return await asyncio.shield(future)
+        # Not shielded, and need not be: a request that goes away cancels only its own wait; its delivery stays in
+        # the batch being written (settling skips a future that is done).
+        return await future
 
     async def aclose(self) -> None:
         """Wait for the deliveries already submitted."""
@@ -162,9 +131,9 @@ class IntakeQueue:
             batch = self._take()
             try:
                 # One connection for as long as batches keep coming (a checkout per batch would cost a round trip).
-                async with self._connect() as conn:
+                async with self._connect() as write:
                     while True:
-                        await self._write(conn, batch)
+                        await self._write(write, batch)
                         if not self._pending:
                             break
                         batch = self._take()
@@ -180,17 +149,18 @@ class IntakeQueue:
 
     async def _write_alone(self, pending: _Pending) -> None:
         try:
-            async with self._connect() as conn:
-                await self._write(conn, [pending])
+            async with self._connect() as write:
+                await self._write(write, [pending])
         except Exception as exc:
             log.exception("intake.failed", webhook_id=pending.delivery.webhook_id)
             _settle(pending, exception=exc)
 
     @contextlib.asynccontextmanager
-    async def _connect(self) -> AsyncIterator[_Connection]:
+    async def _connect(self) -> AsyncIterator[Callable[[list[_Pending]], Awaitable[list[IntakeResult]]]]:
+        """A function that applies one batch and commits it, on a connection held for as long as this is open."""
         if self._engine.dialect.name != "postgresql":
             async with self._engine.connect() as conn:
-                yield _CoreConnection(conn)
+                yield functools.partial(_apply_on_core, conn)
             return
         if self._pool is None or (self._pool.done() and self._pool.exception() is not None):
             # One task makes the pool; every writer waits for it (a failed attempt is retried by the next batch).
@@ -199,40 +169,47 @@ class IntakeQueue:
             )
         pool = await asyncio.shield(self._pool)
         async with pool.acquire() as conn:
-            yield _PgConnection(conn, self._engine)
+            yield functools.partial(_apply_on_postgres, conn)
 
-    async def _write(self, conn: _Connection, batch: list[_Pending]) -> None:
-        """One transaction for the batch; the futures are settled only after it has committed."""
+    async def _write(
+        self, write: Callable[[list[_Pending]], Awaitable[list[IntakeResult]]], batch: list[_Pending]
+    ) -> None:
+        """Apply the batch; the futures are settled only after it has committed."""
         started = time.perf_counter()
-        async with conn.transaction():
-            tenants = await conn.store.tenants(sorted({p.delivery.tenant_id for p in batch}))
-            accepted: list[_Pending] = []
-            rejected: list[_Pending] = []
-            for pending in batch:
-                ok = await self._still_signed(conn, tenants.get(pending.delivery.tenant_id), pending)
-                (accepted if ok else rejected).append(pending)
-            results = await accept_events(conn.store, [p.delivery for p in accepted], tenants)
+        results = await write(batch)
         self._metrics.intake_batch_size.observe(len(batch))
         self._metrics.intake_batch_latency.observe(time.perf_counter() - started)
-        for pending, result in zip(accepted, results, strict=True):
+        for pending, result in zip(batch, results, strict=True):
             _settle(pending, result=result)
-        for pending in rejected:
-            _settle(pending, exception=WebhookSignatureError("no signature matches"))
 
-    async def _still_signed(self, conn: _Connection, tenant: TenantRow | None, pending: _Pending) -> bool:
-        if tenant is None:
-            return False
-        if tenant.secrets_version == pending.secrets_version:
-            return True
-        cached = self._secrets.cached(tenant.id)
-        secrets = cached[1] if cached and cached[0] == tenant.secrets_version else None
-        if secrets is None:  # rare: a rotation since the request was checked
-            secrets = await conn.load_secrets(self._secrets, tenant)
-        try:
-            pending.signed.check(secrets)
-        except SignatureError:
-            return False
-        return True
+
+async def _apply_on_postgres(conn: asyncpg.Connection, batch: list[_Pending]) -> list[IntakeResult]:
+    columns = batch_columns((p.delivery, p.secrets_version, p.body) for p in batch)
+    return [_result(outcome) for outcome in await accept_batch_on_postgres(conn, columns, now=utcnow())]
+
+
+async def _apply_on_core(conn: AsyncConnection, batch: list[_Pending]) -> list[IntakeResult]:
+    async with conn.begin():
+        store = CoreIntakeStore(conn)
+        tenants = await store.tenants(sorted({p.delivery.tenant_id for p in batch}))
+        results: list[IntakeResult | None] = []
+        accepted: list[Delivery] = []
+        for pending in batch:
+            tenant = tenants.get(pending.delivery.tenant_id)
+            if tenant is None:
+                results.append(_result(UNKNOWN_TENANT))
+            elif tenant.secrets_version != pending.secrets_version:
+                results.append(_result(RECHECK))
+            else:
+                results.append(None)
+                accepted.append(pending.delivery)
+        applied = iter(await accept_events(store, accepted, tenants))
+    return [result or next(applied) for result in results]
+
+
+@functools.lru_cache(maxsize=64)  # a handful of outcomes; results are immutable and shared
+def _result(outcome: str) -> IntakeResult:
+    return IntakeResult(duplicate=outcome == DUPLICATE, outcome=outcome)
 
 
 def asyncpg_connect_args(engine: AsyncEngine) -> dict[str, Any]:

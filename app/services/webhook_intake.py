@@ -10,7 +10,7 @@ need a reconcile. The statements themselves live in `app/db/intake_store.py`.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,12 +21,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.api.schemas.webhooks import CompanyDeleted, CompanyUpserted, LicenseCountChanged
 from app.db.base import new_id, utcnow
 from app.db.intake_store import (
+    BatchColumns,
     Changes,
     CompanyState,
     CoreIntakeStore,
     DueRow,
     InboxRow,
-    IntakeStore,
     LedgerRow,
     NewCompany,
 )
@@ -67,7 +67,7 @@ async def accept_event(
 
 
 async def accept_events(
-    store: IntakeStore, deliveries: Sequence[Delivery], tenants: Mapping[str, BillingSwitch]
+    store: CoreIntakeStore, deliveries: Sequence[Delivery], tenants: Mapping[str, BillingSwitch]
 ) -> list[IntakeResult]:
     """Apply each delivery once per (tenant, webhook-id), in the given order; one result per delivery.
 
@@ -76,7 +76,7 @@ async def accept_events(
     this batch — is a duplicate and changes nothing.
     """
     fresh = await _record_in_inbox(store, deliveries)
-    companies = await _lock_companies(store, [d for i, d in enumerate(deliveries) if i in fresh])
+    companies, born = await _lock_companies(store, [(i, d) for i, d in enumerate(deliveries) if i in fresh])
     ledger: list[LedgerRow] = []
     scheduled: Counter[tuple[str, str]] = Counter()  # (tenant, company) -> number of changes that need a reconcile
     outcomes: dict[int, str] = {}
@@ -84,7 +84,10 @@ async def accept_events(
         if index not in fresh:
             continue
         event = delivery.event
-        company = companies.get((delivery.tenant_id, event.data.company_id)) if event is not None else None
+        key = (delivery.tenant_id, event.data.company_id) if event is not None else None
+        company = companies.get(key) if key is not None else None
+        if key is not None and born.get(key, -1) > index:
+            company = None  # created by a later delivery of this batch: not there yet for this one
         if isinstance(event, LicenseCountChanged) and company is not None:
             outcome = _license_changed(tenants[delivery.tenant_id], company, event, delivery, ledger, scheduled)
         elif isinstance(event, CompanyUpserted) and company is not None:
@@ -114,7 +117,36 @@ async def accept_events(
     ]
 
 
-async def _record_in_inbox(store: IntakeStore, deliveries: Sequence[Delivery]) -> set[int]:
+def batch_columns(items: Iterable[tuple[Delivery, int, str]]) -> BatchColumns:
+    """The batch as `accept_batch_on_postgres` takes it: each delivery with the `secrets_version` its signature was
+    checked against and its JSON text as received (stored as is in the inbox)."""
+    columns = BatchColumns()
+    for delivery, secrets_version, payload_text in items:
+        event = delivery.event
+        columns.tenant.append(delivery.tenant_id)
+        columns.webhook.append(delivery.webhook_id)
+        columns.secrets_version.append(secrets_version)
+        columns.event_type.append(_event_type(delivery))
+        columns.payload.append(payload_text)
+        columns.received.append(delivery.received_at)
+        columns.kind.append(event.type if event is not None else None)
+        columns.company.append(event.data.company_id if event is not None else None)
+        license_change = event.data if isinstance(event, LicenseCountChanged) else None
+        columns.count.append(license_change.license_count if license_change else None)
+        columns.previous.append(license_change.previous_count if license_change else None)
+        columns.sequence.append(license_change.sequence if license_change else None)
+        columns.effective.append(license_change.effective_at if license_change else None)
+        upsert = event.data if isinstance(event, CompanyUpserted) else None
+        columns.name.append(upsert.name if upsert else license_change.company_name if license_change else None)
+        columns.identifier.append(upsert.identifier if upsert else None)
+    return columns
+
+
+def _event_type(delivery: Delivery) -> str:
+    return str(delivery.payload.get("type", ""))[:64]
+
+
+async def _record_in_inbox(store: CoreIntakeStore, deliveries: Sequence[Delivery]) -> set[int]:
     """Insert the inbox rows; the indexes of the deliveries this transaction recorded first."""
     first: dict[tuple[str, str], int] = {}
     for index, delivery in enumerate(deliveries):
@@ -125,7 +157,7 @@ async def _record_in_inbox(store: IntakeStore, deliveries: Sequence[Delivery]) -
         InboxRow(
             tenant_id=tenant_id,
             webhook_id=webhook_id,
-            event_type=str(deliveries[index].payload.get("type", ""))[:64],
+            event_type=_event_type(deliveries[index]),
             received_at=deliveries[index].received_at,
             outcome=_DEFAULT_OUTCOME,
             payload=deliveries[index].payload,
@@ -135,38 +167,42 @@ async def _record_in_inbox(store: IntakeStore, deliveries: Sequence[Delivery]) -
     return {first[key] for key in await store.record_inbox(rows)}
 
 
-async def _lock_companies(store: IntakeStore, deliveries: Sequence[Delivery]) -> dict[tuple[str, str], CompanyState]:
-    """The companies these deliveries are about, keyed by (tenant, portal id), locked for this transaction on
-    PostgreSQL (SQLite transactions are already serialized). Companies a license change or an upsert mentions for
-    the first time are created, with their sync state."""
+async def _lock_companies(
+    store: CoreIntakeStore, deliveries: Sequence[tuple[int, Delivery]]
+) -> tuple[dict[tuple[str, str], CompanyState], dict[tuple[str, str], int]]:
+    """The companies these (index, delivery) pairs are about, keyed by (tenant, portal id), locked for this
+    transaction on PostgreSQL (SQLite transactions are already serialized). A company a license change or an upsert
+    mentions for the first time is created, with its sync state, named by the first of them; the second map holds,
+    for each company created here, the index of that delivery."""
     wanted: dict[str, set[str]] = {}
-    creatable: dict[tuple[str, str], str] = {}  # (tenant, portal id) -> name to create it with
-    for delivery in deliveries:
+    creatable: dict[tuple[str, str], tuple[int, str]] = {}  # (tenant, portal id) -> (index, name to create it with)
+    for index, delivery in deliveries:
         event = delivery.event
         if event is None:
             continue
         wanted.setdefault(delivery.tenant_id, set()).add(event.data.company_id)
         if isinstance(event, LicenseCountChanged):
-            creatable.setdefault((delivery.tenant_id, event.data.company_id), event.data.company_name or "")
+            creatable.setdefault((delivery.tenant_id, event.data.company_id), (index, event.data.company_name or ""))
         elif isinstance(event, CompanyUpserted):
-            creatable.setdefault((delivery.tenant_id, event.data.company_id), event.data.name)
+            creatable.setdefault((delivery.tenant_id, event.data.company_id), (index, event.data.name))
     companies = await _select_companies(store, wanted)
-    missing = [key for key in creatable if key not in companies]
-    if missing:
-        new = [
-            NewCompany(new_id(), tenant, external, creatable[(tenant, external)] or external)
-            for tenant, external in missing
-        ]
-        await store.create_companies(new, utcnow())
-        again: dict[str, set[str]] = {}
-        for tenant_id, external_id in missing:
-            again.setdefault(tenant_id, set()).add(external_id)
-        # Created now, or by a concurrent transaction that committed first: either way they are there to lock.
-        companies.update(await _select_companies(store, again))
-    return companies
+    missing = {
+        key: NewCompany(new_id(), *key, creatable[key][1] or key[1]) for key in creatable if key not in companies
+    }
+    if not missing:
+        return companies, {}
+    created = await store.create_companies(list(missing.values()), utcnow())
+    again: dict[str, set[str]] = {}
+    for tenant_id, external_id in missing:
+        again.setdefault(tenant_id, set()).add(external_id)
+    # Created now, or by a concurrent transaction that committed first: either way they are there to lock.
+    companies.update(await _select_companies(store, again))
+    return companies, {key: creatable[key][0] for key, new in missing.items() if new.id in created}
 
 
-async def _select_companies(store: IntakeStore, wanted: Mapping[str, set[str]]) -> dict[tuple[str, str], CompanyState]:
+async def _select_companies(
+    store: CoreIntakeStore, wanted: Mapping[str, set[str]]
+) -> dict[tuple[str, str], CompanyState]:
     found: dict[tuple[str, str], CompanyState] = {}
     for tenant_id in sorted(wanted):  # tenants in one order too: every writer locks in the same order
         for company in await store.lock_companies(tenant_id, list(wanted[tenant_id])):

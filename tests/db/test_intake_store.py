@@ -1,13 +1,18 @@
-"""The asyncpg intake store against the Core one: the same batch, applied by each in a transaction of its own on
-PostgreSQL, must leave the same rows (the service uses asyncpg for webhooks, `accept_event` callers use Core)."""
+"""The PostgreSQL batch function against the rules in Python: the same batch, applied by each in a transaction of
+its own on PostgreSQL, must give the same outcomes and leave the same rows (the service uses the function for
+webhooks on PostgreSQL; SQLite and `accept_event` callers use `accept_events` over Core statements)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import json
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import text, update
 
 from app.api.schemas.webhooks import (
@@ -19,15 +24,17 @@ from app.api.schemas.webhooks import (
     LicenseCountChangedData,
 )
 from app.context import AppContext
-from app.db.intake_store import AsyncpgIntakeStore, CoreIntakeStore, IntakeStore, TenantRow
+from app.db.intake_store import CoreIntakeStore, TenantRow, accept_batch_on_postgres
 from app.db.models import Company, SyncState, Tenant
 from app.services.tenants import NewTenant
-from app.services.webhook_intake import Delivery, IntakeResult, accept_event, accept_events
+from app.services.webhook_intake import Delivery, Event, accept_event, accept_events, batch_columns
 from tests.conftest import TenantFactory
 
 AT = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
 
-# Every row the intake writes, with what is random (new ids, serials) or the wall clock (updated_at, due_at) left out.
+# Every row the intake writes, with what is random (new ids, serials) or the wall clock (updated_at, due_at, the
+# moment of a deletion) left out; payloads compared as JSON values (Core stores the parsed payload re-serialized,
+# the function the text as received).
 SNAPSHOT = [
     "SELECT external_id, name, identifier, license_count, last_sequence, deleted_at IS NOT NULL FROM company"
     " ORDER BY external_id",
@@ -36,33 +43,29 @@ SNAPSHOT = [
     "SELECT c.external_id, l.webhook_id, l.sequence, l.license_count, l.previous_count, l.effective_at,"
     " l.received_at, l.ignored_reason FROM license_change l JOIN company c ON c.id = l.company_id"
     " ORDER BY l.id",
-    "SELECT webhook_id, event_type, outcome, received_at, payload::text FROM webhook_inbox ORDER BY webhook_id",
+    "SELECT webhook_id, event_type, outcome, received_at, payload::jsonb::text FROM webhook_inbox ORDER BY webhook_id",
 ]
+
+Query = Callable[[str], Awaitable[list[tuple[Any, ...]]]]
 
 
 def _license(company: str, count: int, sequence: int | None = None, name: str | None = None) -> LicenseCountChanged:
     data = LicenseCountChangedData(
-        company_id=company, license_count=count, sequence=sequence, company_name=name, previous_count=count - 1
+        company_id=company, license_count=count, sequence=sequence, company_name=name, previous_count=max(count - 1, 0)
     )
     return LicenseCountChanged(type="license.count_changed", data=data)
 
 
-def _batch(tenant_id: str) -> list[Delivery]:
-    events: list[tuple[str, Any]] = [
-        ("w01", _license("mapped", 8, 3)),  # applied, schedules a reconcile
-        ("w02", _license("mapped", 9, 4)),  # applied again: two changes counted
-        ("w03", _license("mapped", 2, 2)),  # stale sequence
-        ("w04", _license("new-1", 5, None, "New One")),  # creates the company
-        ("w05", _license("new-1", 6)),  # no sequence: the next one
-        ("w06", _license("gone", 4, 9)),  # company deleted: recorded, ignored
-        ("w07", CompanyUpserted(type="company.upserted", data=CompanyUpsertedData(company_id="gone", name="Back"))),
-        ("w08", CompanyDeleted(type="company.deleted", data=CompanyDeletedData(company_id="plain"))),
-        ("w09", CompanyDeleted(type="company.deleted", data=CompanyDeletedData(company_id="nobody"))),
-        ("w10", None),  # an unknown type
-        ("w01", _license("mapped", 99, 50)),  # same id again in the batch: a duplicate
-        ("old", _license("plain", 1, 1)),  # recorded by an earlier transaction: a duplicate
-        ("w11", CompanyUpserted(type="company.upserted", data=CompanyUpsertedData(company_id="new-2", name="Two"))),
-    ]
+def _upsert(company: str, name: str, identifier: str | None = None) -> CompanyUpserted:
+    data = CompanyUpsertedData(company_id=company, name=name, identifier=identifier)
+    return CompanyUpserted(type="company.upserted", data=data)
+
+
+def _deleted(company: str) -> CompanyDeleted:
+    return CompanyDeleted(type="company.deleted", data=CompanyDeletedData(company_id=company))
+
+
+def _deliveries(tenant_id: str, events: list[tuple[str, Event | None]]) -> list[Delivery]:
     return [
         Delivery(
             tenant_id=tenant_id,
@@ -73,6 +76,29 @@ def _batch(tenant_id: str) -> list[Delivery]:
         )
         for webhook_id, event in events
     ]
+
+
+def _batch(tenant_id: str) -> list[Delivery]:
+    return _deliveries(
+        tenant_id,
+        [
+            ("w01", _license("mapped", 8, 3)),  # applied, schedules a reconcile
+            ("w02", _license("mapped", 9, 4)),  # applied again: two changes counted
+            ("w03", _license("mapped", 2, 2)),  # stale sequence
+            ("w04", _license("new-1", 5, None, "New One")),  # creates the company
+            ("w05", _license("new-1", 6)),  # no sequence: the next one
+            ("w06", _license("gone", 4, 9)),  # company deleted: recorded, ignored
+            ("w07", _upsert("gone", "Back")),  # restored
+            ("w08", _deleted("plain")),
+            ("w09", _deleted("nobody")),  # unknown company
+            ("w10", None),  # an unknown type
+            ("w01", _license("mapped", 99, 50)),  # same id again in the batch: a duplicate
+            ("old", _license("plain", 1, 1)),  # recorded by an earlier transaction: a duplicate
+            ("w11", _upsert("new-2", "Two")),  # creates the company
+            ("w12", _deleted("new-3")),  # not there (yet): unknown company
+            ("w13", _license("new-3", 2, None, "Three")),  # creates it, named by the first change that can
+        ],
+    )
 
 
 async def _seed(ctx: AppContext, tenant: NewTenant) -> None:
@@ -98,49 +124,45 @@ async def _seed(ctx: AppContext, tenant: NewTenant) -> None:
         await accept_event(s, tenant=tenant_row, webhook_id="old", event=_license("plain", 1, 1), payload={"type": "x"})
 
 
-async def _with_core(ctx: AppContext, work: Any) -> Any:
+async def _with_python_rules(ctx: AppContext, tenant: NewTenant, batch: list[Delivery]) -> tuple[list[str], Any]:
     async with ctx.engine.connect() as conn:
         transaction = await conn.begin()
         try:
-
-            async def query(sql: str) -> list[tuple[Any, ...]]:
-                return [tuple(row) for row in await conn.execute(text(sql))]
-
-            return await work(CoreIntakeStore(conn), query)
+            tenants = {tenant.tenant_id: TenantRow(tenant.tenant_id, 1, billing_enabled=True)}
+            results = await accept_events(CoreIntakeStore(conn), batch, tenants)
+            return [r.outcome for r in results], [[tuple(r) for r in await conn.execute(text(q))] for q in SNAPSHOT]
         finally:
             await transaction.rollback()
 
 
-async def _with_asyncpg(ctx: AppContext, work: Any) -> Any:
+async def _with_function(ctx: AppContext, batch: list[Delivery], *, version: int = 1) -> tuple[list[str], Any]:
     raw = await asyncpg.connect(ctx.engine.url.set(drivername="postgresql").render_as_string(hide_password=False))
     transaction = raw.transaction()
     await transaction.start()
     try:
-
-        async def query(sql: str) -> list[tuple[Any, ...]]:
-            return [tuple(row) for row in await raw.fetch(sql)]
-
-        return await work(AsyncpgIntakeStore(raw), query)
+        columns = batch_columns((d, version, json.dumps(d.payload)) for d in batch)
+        outcomes = await accept_batch_on_postgres(raw, columns, now=AT + timedelta(hours=1))
+        return outcomes, [[tuple(r) for r in await raw.fetch(q)] for q in SNAPSHOT]
     finally:
         await transaction.rollback()
         await raw.close()
 
 
-async def test_both_stores_leave_the_same_rows(ctx: AppContext, make_tenant: TenantFactory) -> None:
+def _needs_postgres(ctx: AppContext) -> None:
     if ctx.engine.dialect.name != "postgresql":
-        pytest.skip("the asyncpg store is PostgreSQL's")
+        pytest.skip("the batch function is PostgreSQL's")
+
+
+async def test_the_function_and_the_python_rules_leave_the_same_rows(
+    ctx: AppContext, make_tenant: TenantFactory
+) -> None:
+    _needs_postgres(ctx)
     tenant = await make_tenant("Differential MSP")
     await _seed(ctx, tenant)
     batch = _batch(tenant.tenant_id)
-    tenants = {tenant.tenant_id: TenantRow(tenant.tenant_id, 1, billing_enabled=True)}
-
-    async def work(store: IntakeStore, query: Any) -> tuple[list[IntakeResult], list[list[tuple[Any, ...]]]]:
-        results = await accept_events(store, batch, tenants)
-        return results, [await query(sql) for sql in SNAPSHOT]
-
-    core_results, core_rows = await _with_core(ctx, work)
-    pg_results, pg_rows = await _with_asyncpg(ctx, work)
-    assert [r.outcome for r in core_results] == [
+    python_outcomes, python_rows = await _with_python_rules(ctx, tenant, batch)
+    function_outcomes, function_rows = await _with_function(ctx, batch)
+    assert python_outcomes == [
         "applied",
         "applied",
         "stale_sequence",
@@ -154,11 +176,71 @@ async def test_both_stores_leave_the_same_rows(ctx: AppContext, make_tenant: Ten
         "duplicate",
         "duplicate",
         "applied",
+        "unknown_company",
+        "applied",
     ]
-    assert pg_results == core_results
-    for core_table, pg_table in zip(core_rows, pg_rows, strict=True):
-        assert pg_table == core_table
-    companies, states = core_rows[0], core_rows[1]
+    assert function_outcomes == python_outcomes
+    for python_table, function_table in zip(python_rows, function_rows, strict=True):
+        assert function_table == python_table
+    companies, states = python_rows[0], python_rows[1]
     assert ("mapped", "Mapped", None, 9, 4, False) in companies
     assert ("new-1", "New One", None, 6, 2, False) in companies
+    assert ("new-3", "Three", None, 2, 1, False) in companies
     assert ("mapped", "pending", "license_change", 2, 0, True) in states  # two changes, one reconcile due
+
+
+async def test_the_function_hands_back_deliveries_checked_against_rotated_secrets(
+    ctx: AppContext, make_tenant: TenantFactory
+) -> None:
+    _needs_postgres(ctx)
+    tenant = await make_tenant("Rotating MSP")
+    await _seed(ctx, tenant)
+    stranger = Delivery(tenant_id="no-such-tenant", webhook_id="s1", event=_license("mapped", 3, 5), payload={})
+    outcomes, rows = await _with_function(ctx, [*_batch(tenant.tenant_id)[:2], stranger], version=0)
+    assert outcomes == ["recheck", "recheck", "unknown_tenant"]
+    ledger, inbox = rows[2], rows[3]
+    assert [row[1] for row in ledger] == ["old"]  # nothing written: only the seed's delivery is there
+    assert [row[0] for row in inbox] == ["old"]
+
+
+# Random batches over a few companies (mapped, unmapped, deleted, not there yet), with every event type, missing and
+# repeated sequences, repeated webhook ids and names: the two implementations must agree on all of it.
+_COMPANIES = ["mapped", "mapped", "plain", "gone", "new-a", "new-b"]  # the mapped one (which schedules) twice as often
+_license_changes = st.builds(
+    _license,
+    st.sampled_from(_COMPANIES),
+    st.integers(0, 40),
+    st.one_of(st.none(), st.integers(0, 8)),
+    st.sampled_from([None, "", "Renamed"]),
+)
+_events = st.one_of(
+    _license_changes,
+    _license_changes,
+    st.builds(_upsert, st.sampled_from(_COMPANIES), st.sampled_from(["Acme", "Beta"]), st.sampled_from([None, "ID"])),
+    st.builds(_deleted, st.sampled_from(_COMPANIES)),
+    st.none(),
+)
+# Mostly new webhook ids; sometimes one repeated within the batch, or one an earlier transaction recorded.
+_batches = st.lists(st.tuples(st.sampled_from(["new"] * 6 + ["w0", "old"]), _events), max_size=20).map(
+    lambda drawn: [(f"n{i}" if key == "new" else key, event) for i, (key, event) in enumerate(drawn)]
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@given(events=_batches)
+async def test_random_batches_give_the_same_outcomes_and_rows(
+    ctx: AppContext, seeded_tenant: NewTenant, events: list[tuple[str, Event | None]]
+) -> None:
+    batch = _deliveries(seeded_tenant.tenant_id, events)
+    python_outcomes, python_rows = await _with_python_rules(ctx, seeded_tenant, batch)
+    function_outcomes, function_rows = await _with_function(ctx, batch)
+    assert function_outcomes == python_outcomes
+    assert function_rows == python_rows
+
+
+@pytest.fixture
+async def seeded_tenant(ctx: AppContext, make_tenant: TenantFactory) -> NewTenant:
+    _needs_postgres(ctx)
+    tenant = await make_tenant("Random MSP")
+    await _seed(ctx, tenant)
+    return tenant
