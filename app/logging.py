@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
+import orjson
 import structlog
 
 
@@ -14,12 +15,24 @@ def configure_logging(*, json: bool, level: str = "INFO") -> None:
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
-    renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
-    )
+    filtering = structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()])
+    if json:
+        # orjson renders to bytes, written as they are: a third of the cost of a line with the standard library's
+        # encoder (every webhook writes one).
+        structlog.configure(
+            processors=[
+                *shared,
+                structlog.processors.format_exc_info,
+                structlog.processors.JSONRenderer(serializer=orjson.dumps),
+            ],
+            wrapper_class=filtering,
+            logger_factory=structlog.BytesLoggerFactory(file=sys.stderr.buffer),
+            cache_logger_on_first_use=False,
+        )
+        return
     structlog.configure(
-        processors=[*shared, structlog.processors.format_exc_info, renderer] if json else [*shared, renderer],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
+        processors=[*shared, structlog.dev.ConsoleRenderer(colors=False)],
+        wrapper_class=filtering,
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )

@@ -57,6 +57,7 @@ def create_app(
         version=API_VERSION,
         summary="Keeps ConnectWise Manage agreement additions in step with vendor-portal license counts.",
         lifespan=lifespan,
+        telemetry=None if settings.otel_enabled else {"tracing": False, "metrics": False, "logs": False},
     )
     app.state.ctx = ctx
     install_problem_handlers(app)

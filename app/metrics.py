@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -20,6 +21,7 @@ class Metrics:
             "cwbs_http_request_duration_seconds", "HTTP request latency", ["method", "route"], registry=r
         )
         self.webhooks = Counter("cwbs_webhooks_total", "Portal webhook deliveries by outcome", ["outcome"], registry=r)
+        self._webhook_outcomes: dict[str, Any] = {}
         self.intake_batch_size = Histogram(
             "cwbs_intake_batch_size",
             "Webhook deliveries written per transaction (group commit)",
@@ -39,3 +41,10 @@ class Metrics:
             registry=r,
         )
         self.drift = Gauge("cwbs_drift_companies", "Companies currently flagged with drift", registry=r)
+
+    def webhook_outcome(self, outcome: str) -> None:
+        """Count a delivery by outcome (the labelled series looked up once per outcome, not per delivery)."""
+        series = self._webhook_outcomes.get(outcome)
+        if series is None:
+            series = self._webhook_outcomes[outcome] = self.webhooks.labels(outcome)
+        series.inc()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import time
-import uuid
 from typing import Any
 
 import structlog
@@ -34,8 +34,8 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         incoming = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"").decode("latin-1")
-        request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
-        structlog.contextvars.clear_contextvars()
+        request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else secrets.token_hex(16)
+        # Cleared when the request ends (below), so a request starts with nothing bound but its id.
         structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()
         status = 500

@@ -70,6 +70,12 @@ class Settings(BaseSettings):
     full_reconcile_hours: float = Field(
         default=6.0, gt=0, le=24 * 7, description="How often every mapped company is reconciled in full."
     )
+    otel_enabled: bool = Field(
+        default=False,
+        description="FastAPI's built-in OpenTelemetry spans and metrics, for a process with an OpenTelemetry SDK "
+        "configured. Off by default: the service reports through /metrics and its logs, and the check costs every "
+        "request.",
+    )
     log_format: str = Field(default="auto", pattern="^(auto|json|console)$")
     log_level: str = "INFO"
     host: str = "127.0.0.1"

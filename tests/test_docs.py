@@ -141,3 +141,12 @@ async def test_the_documented_python_sender_is_accepted(
     )
     response = await client.post(captured["url"], content=captured["content"], headers=captured["headers"])
     assert response.status_code == 202
+
+
+def test_every_setting_is_in_the_readme_configuration_table() -> None:
+    from app.settings import Settings
+
+    text = (ROOT / "README.md").read_text()
+    table = text.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", table))
+    assert {name.upper() for name in Settings.model_fields} - documented == set()

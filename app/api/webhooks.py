@@ -182,10 +182,10 @@ async def accept_webhook(
         if result.outcome == UNKNOWN_TENANT:
             raise WebhookSignatureError("no signature matches")
     except WebhookSignatureError as exc:
-        ctx.metrics.webhooks.labels("rejected").inc()
+        ctx.metrics.webhook_outcome("rejected")
         structlog.contextvars.bind_contextvars(outcome="rejected", reason=exc.detail)
         raise
-    ctx.metrics.webhooks.labels(result.outcome).inc()
+    ctx.metrics.webhook_outcome(result.outcome)
     # No line of its own: the request's canonical log line carries these.
     structlog.contextvars.bind_contextvars(event_type=str(payload["type"])[:64], outcome=result.outcome)
     if result.duplicate:
