@@ -4,6 +4,7 @@ in the request and the commit, duplicates inside one batch, and the `mark_due` r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from dataclasses import replace
 from datetime import timedelta
@@ -21,7 +22,7 @@ from app.context import AppContext
 from app.db.base import utcnow
 from app.db.intake_store import Changes, CoreIntakeStore, DueRow, accept_batch_on_postgres
 from app.db.models import Company, LicenseChange, SyncState, Tenant, WebhookInbox
-from app.services import intake_queue
+from app.services import intake_queue, webhook_intake
 from app.services.intake_queue import asyncpg_connect_args
 from app.services.sync_schedule import mark_due
 from app.services.tenants import NewTenant, rotate_webhook_secret
@@ -235,3 +236,55 @@ def test_the_intake_pool_connects_as_database_url_says() -> None:
         "database": "billing",
         "ssl": "require",
     }
+
+
+async def test_a_second_batch_waits_until_it_is_as_large_as_the_one_in_the_database(
+    ctx: AppContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two writers; each batch is held in a fake database until released. A lone delivery goes at once; a writer
+    that frees up while a batch of three is being written does not start one of two, but one of three."""
+    written: list[list[str]] = []
+    gates: dict[str, asyncio.Event] = {}
+
+    async def held(batch: list[Any]) -> list[webhook_intake.IntakeResult]:
+        ids = [p.delivery.webhook_id for p in batch]
+        written.append(ids)
+        gate = gates.setdefault(ids[0], asyncio.Event())
+        await gate.wait()
+        return [webhook_intake.IntakeResult(False, "applied") for _ in batch]
+
+    @contextlib.asynccontextmanager
+    async def fake_connect(self: intake_queue.IntakeQueue) -> Any:
+        yield held
+
+    monkeypatch.setattr(intake_queue.IntakeQueue, "_connect", fake_connect)
+    queue = intake_queue.IntakeQueue(ctx.engine, ctx.metrics, writers=2)
+
+    def submit(webhook_id: str) -> asyncio.Task[webhook_intake.IntakeResult]:
+        delivery = Delivery("t", webhook_id, None, {"type": "x"})
+        return asyncio.ensure_future(queue.submit(delivery, body="{}", secrets_version=1))
+
+    async def settle() -> None:
+        for _ in range(10):
+            await asyncio.sleep(0)
+
+    first = submit("a")
+    await settle()
+    assert written == [["a"]]  # alone: written at once
+    second = [submit(f"b{i}") for i in range(3)]
+    await settle()
+    assert written == [["a"], ["b0", "b1", "b2"]]  # the second writer takes what arrived meanwhile
+    third = [submit(f"c{i}") for i in range(2)]
+    await settle()
+    gates["a"].set()
+    await settle()
+    assert first.done()
+    assert written == [["a"], ["b0", "b1", "b2"]]  # two pending, three in the database: it waits
+    third.append(submit("c2"))
+    await settle()
+    assert written == [["a"], ["b0", "b1", "b2"], ["c0", "c1", "c2"]]
+    for gate in ("b0", "c0"):
+        gates.setdefault(gate, asyncio.Event()).set()
+    results = await asyncio.gather(*second, *third)
+    assert [r.outcome for r in results] == ["applied"] * 6
+    await queue.aclose()

@@ -1,13 +1,17 @@
 """Group commit for webhook deliveries.
 
 Each accepted delivery must be committed before its 202 goes out, and on a busy endpoint the commit — and the
-statements before it — are the cost. So deliveries that arrive while a transaction is being written wait for the
-next one and go in together: one transaction applies the whole batch (`accept_events`), and every request of the
-batch gets its answer once that transaction has committed. A lone delivery is written at once (no timer, no added
-latency); under load the batch grows by itself to what arrived during the previous commit.
+statements before it — are the cost. So deliveries that arrive while a batch is being written wait for the next one
+and go in together, and every request of a batch gets its answer once that batch has committed. A lone delivery is
+written at once (no timer, no added latency); under load batches grow by themselves to what arrived meanwhile.
 
-On PostgreSQL a batch is one call of the `accept_webhook_batch` function (one round trip, its own transaction); on
-SQLite the same rules run in Python over Core statements in one transaction.
+On PostgreSQL two batches can be in the database at once, and a second one starts only when it has at least as many
+deliveries as the one being written (or when that one has committed): the open requests settle into two batches of
+about equal size that alternate, one being answered and refilled by this process while the other is in the
+database. (Taking whatever is pending the moment a writer is free instead gathers nearly all of them into one batch,
+and the process waits idle while it is written.) A batch is one call of the `accept_webhook_batch` function: one
+round trip, its own transaction. SQLite has one writer and applies the same rules in Python over Core statements
+(`accept_events`), one transaction per batch.
 
 Signatures are checked in the request against the process's cached secrets; the batch reads each tenant's
 `secrets_version`, and a delivery whose tenant rotated its secrets since it was checked is handed back untouched
@@ -41,7 +45,6 @@ from app.services.tenants import webhook_secret_entries
 from app.services.webhook_intake import Delivery, IntakeResult, accept_events, batch_columns
 
 log = get_logger("app.intake")
-GATHER_TURNS = 3
 
 
 class WebhookSecretCache:
@@ -95,6 +98,8 @@ class IntakeQueue:
         self._writers = writers or (2 if engine.dialect.name == "postgresql" else 1)
         self._tasks: set[asyncio.Task[None]] = set()
         self._pool: asyncio.Future[asyncpg.Pool] | None = None  # PostgreSQL: the intake's own driver connections
+        self._in_flight: list[int] = []  # the sizes of the batches being written
+        self._waiting: list[asyncio.Future[None]] = []  # writers waiting for the pending batch to grow
 
     async def submit(self, delivery: Delivery, *, body: str, secrets_version: int) -> IntakeResult:
         """Apply the delivery in the next batch and return its result once that batch has committed: its outcome,
@@ -106,6 +111,7 @@ class IntakeQueue:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[IntakeResult] = loop.create_future()
         self._pending.append(_Pending(delivery, body, secrets_version, future))
+        self._wake()
         self._tasks = {t for t in self._tasks if not t.done() and t.get_loop() is loop}
         if len(self._tasks) < self._writers:
             self._tasks.add(loop.create_task(self._drain()))
@@ -123,29 +129,58 @@ class IntakeQueue:
                 await (await pool).close()
 
     async def _drain(self) -> None:
-        # A writer that starts lets the event loop turn a few times first (no timer: microseconds when idle), so the
-        # requests of the same burst that are already being read join its first batch instead of starting their own.
-        for _ in range(GATHER_TURNS):
-            await asyncio.sleep(0)
         while self._pending:
-            batch = self._take()
+            if not self._may_start():
+                await self._wait()
+                continue
+            batch = self._start_batch()
             try:
                 # One connection for as long as batches keep coming (a checkout per batch would cost a round trip).
                 async with self._connect() as write:
                     while True:
                         await self._write(write, batch)
+                        self._end_batch(batch)
+                        batch = []
+                        while self._pending and not self._may_start():
+                            await self._wait()
                         if not self._pending:
                             break
-                        batch = self._take()
+                        batch = self._start_batch()
             except Exception:
                 log.warning("intake.batch_failed", size=len(batch), exc_info=True)
                 for pending in batch:  # each on its own: only a delivery that fails alone fails its request
                     await self._write_alone(pending)
+            finally:
+                if batch:
+                    self._end_batch(batch)
 
-    def _take(self) -> list[_Pending]:
+    def _start_batch(self) -> list[_Pending]:
         batch = self._pending[: self._max_batch]
         del self._pending[: len(batch)]
+        self._in_flight.append(len(batch))
         return batch
+
+    def _end_batch(self, batch: list[_Pending]) -> None:
+        self._in_flight.remove(len(batch))
+        self._wake()
+
+    def _may_start(self) -> bool:
+        """Whether a free writer takes the pending deliveries now: when no batch is being written, or when they are
+        at least as many as the smallest batch being written. Otherwise it waits for more, or for that batch to
+        commit — never longer (see the module's docstring)."""
+        return not self._in_flight or len(self._pending) >= min(self._in_flight)
+
+    async def _wait(self) -> None:
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiting.append(waiter)
+        await waiter
+
+    def _wake(self) -> None:
+        if self._waiting:
+            for waiter in self._waiting:
+                if not waiter.done():
+                    waiter.set_result(None)
+            self._waiting.clear()
 
     async def _write_alone(self, pending: _Pending) -> None:
         try:
