@@ -34,14 +34,12 @@ DECLARE
   fresh boolean[] := array_fill(false, ARRAY[n]);
   t_id varchar[]; t_version int[]; t_billing boolean[];
   -- The batch's companies, locked, as parallel arrays keyed by tenant || '/' || portal id (tenant ids have no '/').
-  c_key text[] := '{}'; c_id varchar[] := '{}'; c_tenant varchar[] := '{}'; c_name varchar[] := '{}';
-  c_identifier varchar[] := '{}'; c_count int[] := '{}'; c_last bigint[] := '{}'; c_deleted timestamptz[] := '{}';
-  c_billing boolean[] := '{}'; c_agreement int[] := '{}'; c_changed boolean[] := '{}'; c_due int[] := '{}';
-  c_born int[] := '{}';  -- created by this batch: the delivery that created it (earlier ones did not see it)
-  w_key text[] := '{}'; w_tenant varchar[] := '{}'; w_company varchar[] := '{}'; w_name varchar[] := '{}';
-  w_first int[] := '{}'; born text[] := '{}';
+  c_key text[]; c_id varchar[]; c_tenant varchar[]; c_name varchar[]; c_identifier varchar[]; c_count int[];
+  c_last bigint[]; c_deleted timestamptz[]; c_billing boolean[]; c_agreement int[]; c_changed boolean[]; c_due int[];
+  c_born int[];  -- created by this batch: the delivery that created it (earlier ones did not see it yet)
+  w_tenant varchar[]; w_company varchar[]; w_first int[]; born text[] := '{}';
   l_index int[] := '{}'; l_company varchar[] := '{}'; l_sequence bigint[] := '{}'; l_ignored varchar[] := '{}';
-  i int; j int; k int; key text; seq bigint; ignored varchar; rec record;
+  i int; j int; k int; seq bigint; ignored varchar; rec record;
 BEGIN
   -- The tenants: a delivery checked against secrets that have rotated since is handed back, untouched.
   SELECT array_agg(id), array_agg(secrets_version), array_agg(billing_enabled)
@@ -70,30 +68,43 @@ BEGIN
     fresh[rec.i] := true;
   END LOOP;
 
-  -- The companies the new deliveries name; a license change or an upsert may create one (named by the first).
   FOR i IN 1..n LOOP
     IF outcomes[i] IS NULL AND NOT fresh[i] THEN outcomes[i] := 'duplicate'; END IF;
-    IF fresh[i] AND p_kind[i] IS NOT NULL THEN
-      key := p_tenant[i] || '/' || p_company[i];
-      j := array_position(w_key, key);
-      IF j IS NULL THEN
-        w_key := w_key || key; w_tenant := w_tenant || p_tenant[i]; w_company := w_company || p_company[i];
-        w_name := w_name || NULL::varchar; w_first := w_first || 0; j := cardinality(w_key);
-      END IF;
-      IF w_name[j] IS NULL AND p_kind[i] <> 'company.deleted' THEN
-        w_name[j] := coalesce(p_name[i], ''); w_first[j] := i;
-      END IF;
-    END IF;
   END LOOP;
+
+  -- The companies the new deliveries name, each with the first delivery that may create it (a license change or an
+  -- upsert; a deletion does not create). Those there are locked in one order (tenant, then id) by every writer.
+  SELECT coalesce(array_agg(w.t), '{}'), coalesce(array_agg(w.e), '{}'), coalesce(array_agg(w.first), '{}')
+    INTO w_tenant, w_company, w_first
+  FROM (
+    SELECT u.t, u.e, (min(u.i) FILTER (WHERE u.k <> 'company.deleted'))::int AS first
+    FROM unnest(p_tenant, p_company, p_kind, fresh) WITH ORDINALITY AS u(t, e, k, f, i)
+    WHERE u.f AND u.k IS NOT NULL GROUP BY u.t, u.e
+  ) w;
+  SELECT coalesce(array_agg(c.tenant_id || '/' || c.external_id), '{}'), coalesce(array_agg(c.id), '{}'),
+    coalesce(array_agg(c.tenant_id), '{}'), coalesce(array_agg(c.name), '{}'),
+    coalesce(array_agg(c.identifier), '{}'),
+    coalesce(array_agg(c.license_count), '{}'), coalesce(array_agg(c.last_sequence), '{}'),
+    coalesce(array_agg(c.deleted_at), '{}'), coalesce(array_agg(c.billing_enabled), '{}'),
+    coalesce(array_agg(c.cw_agreement_id), '{}')
+    INTO c_key, c_id, c_tenant, c_name, c_identifier, c_count, c_last, c_deleted, c_billing, c_agreement
+  FROM (
+    SELECT c.* FROM company c
+    JOIN unnest(w_tenant, w_company) AS w(t, e) ON c.tenant_id = w.t AND c.external_id = w.e
+    ORDER BY c.tenant_id, c.id FOR NO KEY UPDATE OF c
+  ) c;
+  c_born := array_fill(0, ARRAY[cardinality(c_key)]);
+  -- Those not there yet and creatable are created (with an in-sync sync state), then locked in turn: created now,
+  -- or by a concurrent transaction that committed first.
   IF EXISTS (
-    SELECT FROM unnest(w_tenant, w_company, w_name) AS w(t, e, nm)
-    WHERE w.nm IS NOT NULL AND NOT EXISTS (SELECT FROM company c WHERE c.tenant_id = w.t AND c.external_id = w.e)
+    SELECT FROM unnest(w_tenant, w_company, w_first) AS w(t, e, f)
+    WHERE w.f IS NOT NULL AND NOT (w.t || '/' || w.e) = ANY(c_key)
   ) THEN
     WITH created AS (
       INSERT INTO company (id, tenant_id, external_id, name, license_count, billing_enabled, created_at, updated_at)
-      SELECT gen_random_uuid()::text, w.t, w.e, coalesce(nullif(w.nm, ''), w.e), 0, false, p_now, p_now
-      FROM unnest(w_tenant, w_company, w_name) AS w(t, e, nm)
-      WHERE w.nm IS NOT NULL AND NOT EXISTS (SELECT FROM company c WHERE c.tenant_id = w.t AND c.external_id = w.e)
+      SELECT gen_random_uuid()::text, w.t, w.e, coalesce(nullif(p_name[w.f], ''), w.e), 0, false, p_now, p_now
+      FROM unnest(w_tenant, w_company, w_first) AS w(t, e, f)
+      WHERE w.f IS NOT NULL AND NOT (w.t || '/' || w.e) = ANY(c_key)
       ORDER BY w.t, w.e
       ON CONFLICT (tenant_id, external_id) DO NOTHING
       RETURNING id, tenant_id, external_id
@@ -102,22 +113,24 @@ BEGIN
       SELECT id, tenant_id, 'in_sync', 0, 0 FROM created
     )
     SELECT coalesce(array_agg(tenant_id || '/' || external_id), '{}') INTO born FROM created;
+    SELECT c_key || coalesce(array_agg(c.k), '{}'), c_id || coalesce(array_agg(c.id), '{}'),
+      c_tenant || coalesce(array_agg(c.tenant_id), '{}'), c_name || coalesce(array_agg(c.name), '{}'),
+      c_identifier || coalesce(array_agg(c.identifier), '{}'), c_count || coalesce(array_agg(c.license_count), '{}'),
+      c_last || coalesce(array_agg(c.last_sequence), '{}'), c_deleted || coalesce(array_agg(c.deleted_at), '{}'),
+      c_billing || coalesce(array_agg(c.billing_enabled), '{}'),
+      c_agreement || coalesce(array_agg(c.cw_agreement_id), '{}'),
+      c_born || coalesce(array_agg(CASE WHEN c.k = ANY(born) THEN c.f ELSE 0 END), '{}')
+      INTO c_key, c_id, c_tenant, c_name, c_identifier, c_count, c_last, c_deleted, c_billing, c_agreement, c_born
+    FROM (
+      SELECT c.*, c.tenant_id || '/' || c.external_id AS k, w.f
+      FROM company c
+      JOIN unnest(w_tenant, w_company, w_first) AS w(t, e, f) ON c.tenant_id = w.t AND c.external_id = w.e
+      WHERE w.f IS NOT NULL AND NOT (w.t || '/' || w.e) = ANY(c_key)
+      ORDER BY c.tenant_id, c.id FOR NO KEY UPDATE OF c
+    ) c;
   END IF;
-  -- Locked in one order (tenant, then id) by every writer, so two batches never deadlock.
-  FOR rec IN
-    SELECT c.id, c.tenant_id, c.external_id, c.name, c.identifier, c.license_count, c.last_sequence, c.deleted_at,
-      c.billing_enabled, c.cw_agreement_id
-    FROM company c JOIN unnest(w_tenant, w_company) AS w(t, e) ON c.tenant_id = w.t AND c.external_id = w.e
-    ORDER BY c.tenant_id, c.id FOR NO KEY UPDATE OF c
-  LOOP
-    key := rec.tenant_id || '/' || rec.external_id;
-    c_born := c_born || CASE WHEN key = ANY(born) THEN w_first[array_position(w_key, key)] ELSE 0 END;
-    c_key := c_key || key; c_id := c_id || rec.id;
-    c_tenant := c_tenant || rec.tenant_id; c_name := c_name || rec.name; c_identifier := c_identifier || rec.identifier;
-    c_count := c_count || rec.license_count; c_last := c_last || rec.last_sequence;
-    c_deleted := c_deleted || rec.deleted_at; c_billing := c_billing || rec.billing_enabled;
-    c_agreement := c_agreement || rec.cw_agreement_id; c_changed := c_changed || false; c_due := c_due || 0;
-  END LOOP;
+  c_changed := array_fill(false, ARRAY[cardinality(c_key)]);
+  c_due := array_fill(0, ARRAY[cardinality(c_key)]);
 
   -- Each new delivery in arrival order, as `accept_events` does.
   FOR i IN 1..n LOOP
