@@ -94,3 +94,34 @@ def test_bad_syntax_is_reported_with_a_position(text: str) -> None:
 def test_field_paths_are_validated() -> None:
     with pytest.raises(ValueError, match="invalid field path"):
         F("name = 1 or x")
+
+
+_actuals = st.one_of(
+    st.integers(-5, 5),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(),
+    st.none(),
+    st.sampled_from(["a", "A", "b", "1", "x y"]),
+    st.decimals(allow_nan=False, places=2, min_value=-5, max_value=5),
+    st.lists(st.integers(0, 2), max_size=2),
+)
+
+
+@EXAMPLES
+@given(
+    actual=_actuals,
+    values=st.one_of(
+        st.lists(st.integers(-5, 5), min_size=1, max_size=4),
+        st.lists(st.sampled_from(["a", "B", "1", "x y"]), min_size=1, max_size=4),
+    ),
+    negated=st.booleans(),
+)
+def test_in_lists_decided_by_set_lookup_match_comparing_each_value(
+    actual: object, values: list[object], negated: bool
+) -> None:
+    rendered = ", ".join(render_value(v) for v in values)  # type: ignore[arg-type]
+    node = parse(f"field {'not in' if negated else 'in'} ({rendered})")
+    assert node[4] is not None  # homogeneous values: the set lookup decides
+    one_by_one = (*node[:4], None)
+    record = {"field": actual}
+    assert evaluate(node, record) == evaluate(one_by_one, record)

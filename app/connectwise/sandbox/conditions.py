@@ -107,7 +107,9 @@ def tokenize(text: str) -> list[Token]:
     return tokens
 
 
-# AST: ("and", a, b) | ("or", a, b) | ("not", a) | ("cmp", field, op, value) | ("in", field, [values], negated)
+# AST: ("and", a, b) | ("or", a, b) | ("not", a) | ("cmp", field, op, value)
+#    | ("in", field, [values], negated, keys): keys is the set of `_in_key`s of the values when they are all numbers or
+#      all strings (a set lookup then decides, as comparing with each value would), else None
 Node = tuple[Any, ...]
 
 
@@ -193,7 +195,7 @@ class _Parser:
                 values.append(self.value())
             if sep.kind != "rparen":
                 raise ConditionSyntaxError("expected ',' or ')'", sep.position)
-            return ("in", field.value, values, negated)
+            return ("in", field.value, values, negated, _in_keys(values))
         raise ConditionSyntaxError(f"expected an operator, got {token.text!r}", token.position)
 
 
@@ -268,6 +270,30 @@ def _compare(actual: Any, op: str, expected: Any) -> bool:
         return False
 
 
+_NO_KEY = object()
+
+
+def _in_key(value: Any) -> Any:
+    """What `_compare(value, "=", x)` compares for a number or string x: numbers as Decimals (bools as the 0/1 they
+    equal), text case-insensitively; anything else matches neither."""
+    if isinstance(value, str):
+        return value.lower()
+    if isinstance(value, bool):
+        return Decimal(int(value))
+    if isinstance(value, int | float | Decimal):
+        try:
+            return value if isinstance(value, Decimal) else Decimal(str(value))
+        except InvalidOperation:
+            return _NO_KEY
+    return _NO_KEY
+
+
+def _in_keys(values: list[Any]) -> frozenset[Any] | None:
+    if all(isinstance(v, Decimal) for v in values) or all(isinstance(v, str) for v in values):
+        return frozenset(_in_key(v) for v in values)
+    return None
+
+
 def evaluate(node: Node, record: dict[str, Any]) -> bool:
     kind = node[0]
     if kind == "and":
@@ -278,6 +304,11 @@ def evaluate(node: Node, record: dict[str, Any]) -> bool:
         return not evaluate(node[1], record)
     if kind == "in":
         actual = _resolve(record, node[1])
-        found = any(_compare(actual, "=", value) for value in node[2])
+        keys = node[4]
+        if keys is not None:
+            key = _in_key(actual)
+            found = key is not _NO_KEY and key in keys
+        else:
+            found = any(_compare(actual, "=", value) for value in node[2])
         return not found if node[3] else found
     return _compare(_resolve(record, node[1]), node[2], node[3])
