@@ -40,7 +40,8 @@ class RequestBudget:
                 if len(self._granted) < self.limit:
                     self._granted.append(now)
                     return
-                delay = self.window - (now - self._granted[0])
+                # At least a millisecond: a remainder that float rounding leaves near zero must not spin the loop.
+                delay = max(self.window - (now - self._granted[0]), 0.001)
                 self.waited += delay
                 await self._sleep(delay)
 
@@ -49,9 +50,18 @@ class BudgetRegistry:
     """One budget per tenant for this process (requests/minute), counted per minute as CW counts them; `window`
     counts the same rate in shorter windows (benchmarks, against a sandbox counting the same way)."""
 
-    def __init__(self, per_minute: int, *, window: float = 60.0) -> None:
+    def __init__(
+        self,
+        per_minute: int,
+        *,
+        window: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self.per_minute = per_minute
         self.window = window
+        self._clock = clock
+        self._sleep = sleep
         self._budgets: dict[str, RequestBudget] = {}
 
     def for_tenant(self, tenant_id: str) -> RequestBudget:
@@ -60,5 +70,7 @@ class BudgetRegistry:
             # A window a sixtieth longer (61 s for a minute): CW counts a call when it arrives, we when we send it, so
             # a call sent exactly a window after the first of a full one could still land inside CW's window.
             limit = max(1, round(self.per_minute * self.window / 60))
-            budget = self._budgets[tenant_id] = RequestBudget(limit, window=self.window * 61 / 60)
+            budget = self._budgets[tenant_id] = RequestBudget(
+                limit, window=self.window * 61 / 60, clock=self._clock, sleep=self._sleep
+            )
         return budget
