@@ -6,7 +6,18 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, TimestampMixin, new_id, utcnow
@@ -76,7 +87,8 @@ class Company(TimestampMixin, Base):
     """A portal-managed company of one tenant, keyed by the portal's id (`external_id`)."""
 
     __tablename__ = "company"
-    __table_args__ = (UniqueConstraint("tenant_id", "external_id"),)
+    # (tenant_id, id) is unique anyway; as a key it lets the ledger reference a company and its tenant in one.
+    __table_args__ = (UniqueConstraint("tenant_id", "external_id"), UniqueConstraint("tenant_id", "id"))
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     tenant_id: Mapped[str] = mapped_column(String(36), _tenant_fk(), nullable=False)
@@ -119,11 +131,15 @@ class LicenseChange(Base):
     """The license ledger: one row per `license.count_changed` event, stale ones included (flagged)."""
 
     __tablename__ = "license_change"
-    __table_args__ = (Index("ix_license_change_company_effective", "company_id", "effective_at"),)
+    __table_args__ = (
+        Index("ix_license_change_company_effective", "company_id", "effective_at"),
+        # One key for the company and its tenant: the row's tenant is the company's, checked once per insert.
+        ForeignKeyConstraint(["tenant_id", "company_id"], ["company.tenant_id", "company.id"], ondelete="CASCADE"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
-    tenant_id: Mapped[str] = mapped_column(String(36), _tenant_fk(), nullable=False)
-    company_id: Mapped[str] = mapped_column(String(36), ForeignKey("company.id", ondelete="CASCADE"), nullable=False)
+    tenant_id: Mapped[str] = mapped_column(String(36), nullable=False)
+    company_id: Mapped[str] = mapped_column(String(36), nullable=False)
     webhook_id: Mapped[str | None] = mapped_column(String(200))
     sequence: Mapped[int | None] = mapped_column(BigInteger)
     license_count: Mapped[int] = mapped_column(Integer, nullable=False)
