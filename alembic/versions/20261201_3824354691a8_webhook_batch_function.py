@@ -27,7 +27,11 @@ CREATE OR REPLACE FUNCTION accept_webhook_batch(
     p_tenant varchar[], p_webhook varchar[], p_secrets_version int[], p_event_type varchar[], p_payload json[],
     p_received timestamptz[], p_kind varchar[], p_company varchar[], p_count int[], p_previous int[],
     p_sequence bigint[], p_effective timestamptz[], p_name varchar[], p_identifier varchar[], p_now timestamptz
-) RETURNS varchar[] LANGUAGE plpgsql AS $fn$
+) RETURNS varchar[] LANGUAGE plpgsql
+-- Generic plans: left to choose, PostgreSQL re-plans most statements here on every call (it prices a plan for
+-- this batch's arrays below one for arrays of unknown length), which more than doubled the cost of a small batch.
+SET plan_cache_mode = force_generic_plan
+AS $fn$
 DECLARE
   n int := coalesce(cardinality(p_tenant), 0);
   outcomes varchar[] := array_fill(NULL::varchar, ARRAY[n]);
