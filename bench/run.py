@@ -151,7 +151,7 @@ def _deliveries(
 
 # Requests per measured segment, by concurrency; every level is measured in ROUNDS segments per server.
 LEVELS = {1: 400, 8: 2000, 32: 4000}
-ROUNDS = 5
+ROUNDS = 7
 
 
 async def bench_ingest(url: str, label: str) -> dict[str, Any]:
