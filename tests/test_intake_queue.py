@@ -125,6 +125,23 @@ async def test_a_rotation_after_the_request_check_is_seen_by_the_write(
     assert recorded == {"warm-up", "new"} | ({"old"} if grace_hours else set())
 
 
+async def test_a_delivery_whose_secrets_keep_rotating_is_refused_with_503(
+    client: httpx.AsyncClient, tenant: NewTenant, ctx: AppContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    submissions: list[int] = []
+
+    async def always_rotated(delivery: Delivery, *, body: str, secrets_version: int) -> webhook_intake.IntakeResult:
+        submissions.append(secrets_version)
+        return webhook_intake.IntakeResult(False, intake_queue.RECHECK)
+
+    monkeypatch.setattr(ctx.intake, "submit", always_rotated)
+    status = await _post(client, tenant, license_event("c-1", 2, sequence=2), "spinning")
+    assert status == 503  # the sender retries later; it was checked against fresh secrets between attempts
+    assert len(submissions) == 3
+    async with ctx.sessionmaker() as s:
+        assert list(await s.scalars(select(WebhookInbox.webhook_id))) == []
+
+
 async def test_the_same_id_twice_in_one_batch_has_one_effect(
     client: httpx.AsyncClient, tenant: NewTenant, ctx: AppContext
 ) -> None:

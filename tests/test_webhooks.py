@@ -16,6 +16,7 @@ from app.api.webhooks import WebhookFastPath
 from app.context import AppContext
 from app.db.models import Company, LicenseChange, SyncState, WebhookInbox
 from app.main import create_app
+from app.security.webhooks import sign
 from app.services.tenants import NewTenant, rotate_webhook_secret
 from app.services.webhook_intake import purge_inbox
 from app.settings import Settings
@@ -254,6 +255,17 @@ async def test_invalid_event_with_a_valid_signature_is_422_and_recorded_nowhere(
         headers=signed_headers(tenant.webhook_secret, not_json),
     )
     assert response.status_code == 422
+    # JSON in UTF-16 (which Python's json.loads would take from bytes): not what JSON over HTTP is, and not stored.
+    utf16 = json.dumps(license_event("c-1", 3)).encode("utf-16")
+    stamp = int(datetime.now(UTC).timestamp())
+    signature = sign(secret=tenant.webhook_secret, webhook_id="u16", timestamp=stamp, body=utf16)
+    response = await client.post(
+        f"/webhooks/portal/{tenant.tenant_id}",
+        content=utf16,
+        headers={"webhook-id": "u16", "webhook-timestamp": str(stamp), "webhook-signature": signature},
+    )
+    assert response.status_code == 422
+    assert "UTF-8" in response.json()["detail"]
     assert await _count(ctx, WebhookInbox) == 0
 
 
