@@ -153,12 +153,16 @@ def _needs_postgres(ctx: AppContext) -> None:
         pytest.skip("the batch function is PostgreSQL's")
 
 
-async def test_the_function_and_the_python_rules_leave_the_same_rows(
-    ctx: AppContext, make_tenant: TenantFactory
-) -> None:
+@pytest.fixture
+async def seeded_tenant(ctx: AppContext, make_tenant: TenantFactory) -> NewTenant:
     _needs_postgres(ctx)
     tenant = await make_tenant("Differential MSP")
     await _seed(ctx, tenant)
+    return tenant
+
+
+async def test_the_function_and_the_python_rules_leave_the_same_rows(ctx: AppContext, seeded_tenant: NewTenant) -> None:
+    tenant = seeded_tenant
     batch = _batch(tenant.tenant_id)
     python_outcomes, python_rows = await _with_python_rules(ctx, tenant, batch)
     function_outcomes, function_rows = await _with_function(ctx, batch)
@@ -190,11 +194,9 @@ async def test_the_function_and_the_python_rules_leave_the_same_rows(
 
 
 async def test_the_function_hands_back_deliveries_checked_against_rotated_secrets(
-    ctx: AppContext, make_tenant: TenantFactory
+    ctx: AppContext, seeded_tenant: NewTenant
 ) -> None:
-    _needs_postgres(ctx)
-    tenant = await make_tenant("Rotating MSP")
-    await _seed(ctx, tenant)
+    tenant = seeded_tenant
     stranger = Delivery(tenant_id="no-such-tenant", webhook_id="s1", event=_license("mapped", 3, 5), payload={})
     outcomes, rows = await _with_function(ctx, [*_batch(tenant.tenant_id)[:2], stranger], version=0)
     assert outcomes == ["recheck", "recheck", "unknown_tenant"]
@@ -236,11 +238,3 @@ async def test_random_batches_give_the_same_outcomes_and_rows(
     function_outcomes, function_rows = await _with_function(ctx, batch)
     assert function_outcomes == python_outcomes
     assert function_rows == python_rows
-
-
-@pytest.fixture
-async def seeded_tenant(ctx: AppContext, make_tenant: TenantFactory) -> NewTenant:
-    _needs_postgres(ctx)
-    tenant = await make_tenant("Random MSP")
-    await _seed(ctx, tenant)
-    return tenant
