@@ -16,9 +16,10 @@ def configure_logging(*, json: bool, level: str = "INFO") -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     filtering = structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()])
-    if json:
-        # orjson renders to bytes, written as they are: a third of the cost of a line with the standard library's
-        # encoder (every webhook writes one).
+    binary = getattr(sys.stderr, "buffer", None)  # None when something replaced stderr with a text-only stream
+    if json and binary is not None:
+        # orjson renders to bytes, written as they are: a line costs about a third less than with the standard
+        # library's encoder (every webhook writes one).
         structlog.configure(
             processors=[
                 *shared,
@@ -26,12 +27,15 @@ def configure_logging(*, json: bool, level: str = "INFO") -> None:
                 structlog.processors.JSONRenderer(serializer=orjson.dumps),
             ],
             wrapper_class=filtering,
-            logger_factory=structlog.BytesLoggerFactory(file=sys.stderr.buffer),
+            logger_factory=structlog.BytesLoggerFactory(file=binary),
             cache_logger_on_first_use=False,
         )
         return
+    renderer: structlog.types.Processor = (
+        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+    )
     structlog.configure(
-        processors=[*shared, structlog.dev.ConsoleRenderer(colors=False)],
+        processors=[*shared, structlog.processors.format_exc_info, renderer] if json else [*shared, renderer],
         wrapper_class=filtering,
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
 import secrets
 import time
@@ -18,9 +19,17 @@ from app.metrics import Metrics
 log = get_logger("app.http")
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # Request ids: unique, not secret — a random prefix per process and a counter (32 hex digits, like a UUID's), with
-# no system call per request.
+# no system call per request. A forked worker draws a prefix of its own.
 _ID_PREFIX = secrets.token_hex(10)
 _ID_COUNTER = itertools.count()
+
+
+def _new_id_prefix() -> None:
+    global _ID_PREFIX
+    _ID_PREFIX = secrets.token_hex(10)
+
+
+os.register_at_fork(after_in_child=_new_id_prefix)
 
 
 class RequestContextMiddleware:

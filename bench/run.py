@@ -320,9 +320,9 @@ async def bench_full_reconcile(url: str, companies: int, per_minute: int) -> dic
     """Every company reconciled once under a request budget that both the service and the sandbox count in
     15-second windows (the same rate as `per_minute`). Counted per minute, a run this short spends the first
     minute's allowance at once and beats "calls ÷ rate" (0.92× in a run), which is then no floor at all; in
-    15-second windows it can beat it by at most that first window. Shorter windows leave the budget's margin (a sixtieth of
-    the window) under the event loop's jitter between taking a slot and the sandbox counting the call: at 1 s and
-    at 5 s, an occasional 429."""
+    15-second windows it can beat it by at most that first window. Shorter windows leave the budget's margin (a
+    sixtieth of the window) under the event loop's jitter between taking a slot and the sandbox counting the call:
+    at 1 s and at 5 s, an occasional 429."""
     await fresh_database(url)
     sandbox = Sandbox(rate_limit_per_minute=per_minute, rate_window=BUDGET_WINDOW_S)
     app = app_for(bench_settings(url, cw_requests_per_minute=per_minute), sandbox)

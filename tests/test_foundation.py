@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import multiprocessing
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from sqlalchemy import Column, MetaData, String, Table, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from app import middleware
 from app.db.base import Base
 from app.db.migrate import current_revision, head_revision
 from app.db.models import Tenant
@@ -122,6 +124,17 @@ async def test_request_id_is_echoed_when_safe(client: httpx.AsyncClient) -> None
     unsafe = (await client.get("/healthz", headers={"x-request-id": "a b\tc"})).headers["x-request-id"]
     assert unsafe != "a b\tc"
     assert len(unsafe) == 32
+    assert (await client.get("/healthz")).headers["x-request-id"] not in (unsafe, "abc-123")
+
+
+def _request_id_prefix() -> str:
+    return middleware._ID_PREFIX
+
+
+def test_a_forked_worker_draws_request_ids_of_its_own() -> None:
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        child = pool.apply(_request_id_prefix)
+    assert child != middleware._ID_PREFIX  # or two workers forked from one app would number requests alike
 
 
 money_values = ["0", "0.0001", "3.00", "12345678901234.9999", "-12.5", "0.3333"]

@@ -101,7 +101,7 @@ async def verify_delivery(ctx: AppContext, tenant_id: str, signed: SignedParts, 
 def parse_event(body: bytes) -> tuple[Event | None, dict[str, Any], str]:
     """The event (None for a type this service does not know), the payload as parsed, and its text."""
     try:
-        text = body.decode("utf-8")  # JSON over HTTP is UTF-8 (RFC 8259); the text is stored as received
+        text = body.decode("utf-8")  # JSON over HTTP is UTF-8 (RFC 8259); PostgreSQL keeps this text in the inbox
         payload = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise InvalidEventError("The body is not UTF-8 JSON") from None

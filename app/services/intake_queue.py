@@ -239,7 +239,7 @@ async def _apply_on_core(conn: AsyncConnection, batch: list[_Pending]) -> list[I
                 results.append(None)
                 accepted.append(pending.delivery)
         applied = iter(await accept_events(store, accepted, tenants))
-    return [result or next(applied) for result in results]
+    return [result if result is not None else next(applied) for result in results]
 
 
 @functools.lru_cache(maxsize=64)  # a handful of outcomes; results are immutable and shared
