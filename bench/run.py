@@ -200,6 +200,9 @@ async def bench_ingest(url: str, label: str) -> dict[str, Any]:
             for round_ in range(ROUNDS):
                 for name in ("bare", "service") if round_ % 2 == 0 else ("service", "bare"):
                     segments[name].append(await _segment(endpoints[name], batch(count), concurrency))
+            failed = sum(s.errors for measured in segments.values() for s in measured)
+            if failed:  # throughput of failing requests means nothing
+                raise RuntimeError(f"{failed} requests at {concurrency} connections were not answered 200/202")
             ratios = [s.rps / b.rps for s, b in zip(segments["service"], segments["bare"], strict=True)]
             for name, measured in segments.items():
                 results[name][str(concurrency)] = _summary(measured)
