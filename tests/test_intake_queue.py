@@ -241,6 +241,20 @@ async def _two_changes_due(ctx: AppContext, tenant: NewTenant, store_kind: str, 
         await raw.close()
 
 
+async def test_a_connection_back_in_the_intake_pool_is_never_left_in_a_transaction(ctx: AppContext) -> None:
+    if ctx.engine.dialect.name != "postgresql":
+        pytest.skip("the intake pool is PostgreSQL's")
+    raw = await asyncpg.connect(pg_dsn(ctx))
+    try:
+        await raw.execute("BEGIN")
+        await intake_queue.keep_session(raw)
+        assert not raw.is_in_transaction()
+        await intake_queue.keep_session(raw)  # and one that is not in a transaction is left as it is
+        assert await raw.fetchval("SELECT 1") == 1
+    finally:
+        await raw.close()
+
+
 def test_the_intake_pool_connects_as_database_url_says() -> None:
     engine = create_async_engine(
         "postgresql+asyncpg://app:s3cret@db.internal:6432/billing?ssl=require&prepared_statement_cache_size=0"
