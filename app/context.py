@@ -16,7 +16,8 @@ from app.db.session import create_engine, create_sessionmaker
 from app.metrics import Metrics
 from app.security.encryption import SecretBox
 from app.security.tokens import TokenIssuer
-from app.services.intake_queue import IntakeQueue, WebhookSecretCache
+from app.services.intake_queue import IntakeQueue
+from app.services.tenants import WebhookSecretCache
 from app.settings import Settings
 
 

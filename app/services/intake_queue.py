@@ -30,44 +30,18 @@ import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import asyncpg
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.db.base import utcnow
 from app.db.intake_store import CoreIntakeStore, accept_batch_on_postgres
 from app.logging import get_logger
 from app.metrics import Metrics
-from app.security.encryption import SecretBox
-from app.services.tenants import webhook_secret_entries
 from app.services.webhook_intake import Delivery, IntakeResult, accept_events, batch_columns
 
 log = get_logger("app.intake")
-
-
-class WebhookSecretCache:
-    """Decrypted portal secrets per tenant, valid while the tenant's `secrets_version` stays where it was when they
-    were loaded (every rotation, in any process, bumps it)."""
-
-    def __init__(self, box: Callable[[], SecretBox]) -> None:
-        self._box = box
-        self._entries: dict[str, tuple[int, list[tuple[str, datetime | None]]]] = {}
-
-    def cached(self, tenant_id: str) -> tuple[int, list[str]] | None:
-        """(secrets_version, secrets still valid now) as last loaded, or None if never loaded."""
-        entry = self._entries.get(tenant_id)
-        if entry is None:
-            return None
-        now = utcnow()
-        return entry[0], [secret for secret, until in entry[1] if until is None or until > now]
-
-    async def load(self, db: AsyncSession | AsyncConnection, *, tenant_id: str, secrets_version: int) -> list[str]:
-        """Read and decrypt the tenant's secrets; `secrets_version` is the version read in the same transaction."""
-        entries = await webhook_secret_entries(db, box=self._box(), tenant_id=tenant_id)
-        self._entries[tenant_id] = (secrets_version, entries)
-        return [secret for secret, _ in entries]
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,9 @@
-"""Tenants, API clients and webhook signing secrets (used by the CLI and by the tests)."""
+"""Tenants, API clients and webhook signing secrets (the CLI, the tests), and the cache of decrypted secrets
+that webhook signatures are checked against."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -131,3 +133,26 @@ async def create_tenant(session: AsyncSession, *, box: SecretBox, name: str) -> 
         client_secret=client.client_secret,
         webhook_secret=webhook_secret,
     )
+
+
+class WebhookSecretCache:
+    """Decrypted portal secrets per tenant, valid while the tenant's `secrets_version` stays where it was when they
+    were loaded (every rotation, in any process, bumps it)."""
+
+    def __init__(self, box: Callable[[], SecretBox]) -> None:
+        self._box = box
+        self._entries: dict[str, tuple[int, list[tuple[str, datetime | None]]]] = {}
+
+    def cached(self, tenant_id: str) -> tuple[int, list[str]] | None:
+        """(secrets_version, secrets still valid now) as last loaded, or None if never loaded."""
+        entry = self._entries.get(tenant_id)
+        if entry is None:
+            return None
+        now = utcnow()
+        return entry[0], [secret for secret, until in entry[1] if until is None or until > now]
+
+    async def load(self, db: AsyncSession | AsyncConnection, *, tenant_id: str, secrets_version: int) -> list[str]:
+        """Read and decrypt the tenant's secrets; `secrets_version` is the version read in the same transaction."""
+        entries = await webhook_secret_entries(db, box=self._box(), tenant_id=tenant_id)
+        self._entries[tenant_id] = (secrets_version, entries)
+        return [secret for secret, _ in entries]
