@@ -7,7 +7,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -137,7 +137,14 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 
     from app.connectwise.sandbox.app import Sandbox
 
-    sandbox = Sandbox(rate_limit_per_minute=args.rate_limit or None, drop_mode="sleep")
+    sandbox = Sandbox(
+        rate_limit_per_minute=args.rate_limit or None,
+        drop_mode="sleep",
+        settable_clock=args.settable_clock,
+        cloud=args.cloud,
+    )
+    if args.now is not None:
+        sandbox.set_now(args.now)
     sandbox.faults.rate = args.fault_rate
     sandbox.faults.latency = args.latency
     print(
@@ -225,6 +232,13 @@ def cmd_keys_rotate(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _moment(text: str) -> datetime:
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError("give a timezone, e.g. 2026-12-01T00:00:00Z")
+    return moment
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cw-billing-sync", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -273,6 +287,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate-limit", type=int, default=0, help="requests per minute answered with 429 beyond")
     p.add_argument("--fault-rate", type=float, default=0.0, help="share of API calls that fail at random")
     p.add_argument("--latency", type=float, default=0.0, help="seconds added to every API call")
+    p.add_argument(
+        "--settable-clock",
+        action="store_true",
+        help='let POST /_sandbox/clock {"now": "2026-12-01T00:00:00Z"} move the sandbox\'s calendar (tests, demos)',
+    )
+    p.add_argument("--now", type=_moment, help="start the sandbox's calendar at this moment (ISO 8601 with a timezone)")
+    p.add_argument("--cloud", action="store_true", help="answer like cloud-hosted CW (404 for bad credentials, …)")
     p.set_defaults(func=cmd_sandbox)
 
     p = sub.add_parser("openapi", help="export the OpenAPI document")

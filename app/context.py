@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app.clock import Clock
 from app.connectwise.budget import BudgetRegistry
 from app.connectwise.client import DEFAULT_TIMEOUT, CodebaseCache
 from app.connectwise.sandbox.app import Sandbox
@@ -30,6 +31,7 @@ class AppContext:
     secrets: SecretBox
     cw_http: httpx.AsyncClient
     budgets: BudgetRegistry
+    clock: Clock = field(default_factory=Clock.real)
     sandbox: Sandbox | None = None
     sandbox_http: httpx.AsyncClient | None = None
     metrics: Metrics = field(default_factory=Metrics)
@@ -45,8 +47,8 @@ class AppContext:
         self.intake = IntakeQueue(self.engine, self.metrics)
 
     def now(self) -> datetime:
-        """Now, for billing: the real time, or the pinned moment of a dev demo."""
-        return self.settings.pin_now or datetime.now(UTC)
+        """Now, for billing and scheduling: the business clock (real time, or PIN_NOW's moment running on)."""
+        return self.clock.now()
 
     async def aclose(self) -> None:
         await self.intake.aclose()
@@ -59,8 +61,9 @@ class AppContext:
         cls, settings: Settings, *, engine: AsyncEngine | None = None, sandbox: Sandbox | None = None
     ) -> AppContext:
         engine = engine or create_engine(settings.database_url)
+        clock = Clock(settings.pin_now) if settings.pin_now is not None else Clock.real()
         if sandbox is None and settings.cw_sandbox:
-            sandbox = Sandbox()
+            sandbox = Sandbox(now=clock.now)
         if settings.jwt_signing_key is None:
             raise ValueError("settings were not validated: JWT_SIGNING_KEY is missing")
         return cls(
@@ -77,6 +80,7 @@ class AppContext:
             # Redirects are never followed: a CW site cannot bounce us to an internal address.
             cw_http=httpx.AsyncClient(timeout=DEFAULT_TIMEOUT, follow_redirects=False),
             budgets=BudgetRegistry(settings.cw_requests_per_minute),
+            clock=clock,
             sandbox=sandbox,
             sandbox_http=sandbox.http_client(timeout=DEFAULT_TIMEOUT) if sandbox else None,
         )

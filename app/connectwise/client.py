@@ -17,7 +17,8 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -100,10 +101,17 @@ def replace(path: str, value: Any) -> PatchOp:
 
 
 def _retry_after(response: httpx.Response) -> float | None:
+    """`Retry-After` as seconds or as an HTTP date (cloud front ends send either), clamped to a minute."""
     raw = response.headers.get("retry-after", "").strip()
-    if raw.isdigit():
+    if raw.isascii() and raw.isdigit():
         return min(float(raw), MAX_RETRY_AFTER)
-    return None
+    try:
+        moment = parsedate_to_datetime(raw)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return min(max((moment - datetime.now(UTC)).total_seconds(), 0.0), MAX_RETRY_AFTER)
 
 
 def _error_from_response(response: httpx.Response) -> CWError:
@@ -285,7 +293,7 @@ class ConnectWiseClient:
     async def get(self, path: str, *, params: dict[str, Any] | None = None) -> Any:
         return (await self._send("GET", await self._url(path), params=params)).json()
 
-    async def post(self, path: str, body: dict[str, Any]) -> Any:
+    async def post(self, path: str, body: dict[str, Any] | None) -> Any:
         return (await self._send("POST", await self._url(path), json=body)).json()
 
     async def patch(self, path: str, operations: Sequence[PatchOp]) -> Any:
@@ -392,6 +400,57 @@ class ConnectWiseClient:
 
     async def get_agreement(self, agreement_id: int) -> schemas.Agreement:
         return schemas.Agreement.model_validate(await self.get(f"/finance/agreements/{agreement_id}"))
+
+    async def get_agreements(self, agreement_ids: Sequence[int]) -> list[schemas.Agreement]:
+        """Several agreements in one call per 1,000 (`id in (…)`)."""
+        found: list[schemas.Agreement] = []
+        ids = sorted(set(agreement_ids))
+        for start in range(0, len(ids), MAX_PAGE_SIZE):
+            chunk = ids[start : start + MAX_PAGE_SIZE]
+            rows = await self.list_pages("/finance/agreements", conditions=F("id").in_(chunk), page_size=len(chunk))
+            found += self._parse(schemas.Agreement, rows)
+        return found
+
+    # ---------------------------------------------------------------- agreement invoicing (read; §10)
+    async def list_invoices(
+        self, *, agreement_id: int | None = None, since: datetime | None = None, limit: int | None = None
+    ) -> list[schemas.Invoice]:
+        """Agreement invoices, newest first: of one agreement, dated on or after `since`."""
+        condition: Condition = F("type") == "Agreement"
+        if agreement_id is not None:
+            condition = condition & (F("agreement/id") == agreement_id)
+        if since is not None:
+            condition = condition & (F("date") >= since)
+        rows = await self.list_pages("/finance/invoices", conditions=condition, order_by="date desc", limit=limit)
+        return self._parse(schemas.Invoice, rows)
+
+    async def count_invoices(self, *, agreement_id: int) -> int:
+        condition = (F("type") == "Agreement") & (F("agreement/id") == agreement_id)
+        body = await self.get("/finance/invoices/count", params={"conditions": str(condition)})
+        return int(schemas.Count.model_validate(body).count)
+
+    async def get_invoice(self, invoice_id: int) -> schemas.Invoice:
+        return schemas.Invoice.model_validate(await self.get(f"/finance/invoices/{invoice_id}"))
+
+    async def get_agreement_recap(self, agreement_id: int) -> schemas.AgreementRecap:
+        """The agreement's invoicing recap (last and next invoice); CW's public clients pass the agreement's id."""
+        return schemas.AgreementRecap.model_validate(await self.get(f"/finance/agreementrecap/{agreement_id}"))
+
+    async def list_agreement_recaps(self, agreement_ids: Sequence[int]) -> list[schemas.AgreementRecap]:
+        found: list[schemas.AgreementRecap] = []
+        ids = sorted(set(agreement_ids))
+        for start in range(0, len(ids), MAX_PAGE_SIZE):
+            chunk = ids[start : start + MAX_PAGE_SIZE]
+            rows = await self.list_pages(
+                "/finance/agreementrecap/", conditions=F("id").in_(chunk), page_size=len(chunk)
+            )
+            found += self._parse(schemas.AgreementRecap, rows)
+        return found
+
+    async def invoice_agreement(self, agreement_id: int) -> int:
+        """Run agreement invoicing for the agreement's next due period (what an MSP does in CW); the new invoice's
+        id. For tools and tests: the service itself never invoices."""
+        return int(await self.post(f"/finance/agreements/{agreement_id}/invoice", None))
 
     async def list_billing_cycles(self) -> list[schemas.BillingCycle]:
         return self._parse(schemas.BillingCycle, await self.list_pages("/finance/billingCycles"))

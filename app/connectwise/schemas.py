@@ -66,6 +66,20 @@ class Company(CWModel):
     info: dict[str, Any] | None = Field(default=None, alias="_info")
 
 
+def _to_moment(value: Any) -> Any:
+    """A date-time CW sends as a plain string (`nextInvoiceDate`, `lastInvoiceDate`): None when unreadable."""
+    if isinstance(value, str) and value:
+        try:
+            return _to_datetime(value)
+        except ValueError:
+            return None
+    return value or None
+
+
+class Count(CWModel):
+    count: int
+
+
 class Agreement(CWModel):
     id: int
     name: str
@@ -80,8 +94,57 @@ class Agreement(CWModel):
     bill_start_date: datetime | None = Field(default=None, alias="billStartDate")
     prorate_flag: bool | None = Field(default=None, alias="prorateFlag")
     parent_agreement: Ref | None = Field(default=None, alias="parentAgreement")
+    date_cancelled: datetime | None = Field(default=None, alias="dateCancelled")
+    next_invoice_date: datetime | None = Field(default=None, alias="nextInvoiceDate")
 
-    _dates = field_validator("start_date", "end_date", "bill_start_date", mode="before")(_to_datetime)
+    _dates = field_validator("start_date", "end_date", "bill_start_date", "date_cancelled", mode="before")(_to_datetime)
+    _next = field_validator("next_invoice_date", mode="before")(_to_moment)
+
+
+class Invoice(CWModel):
+    """An invoice header (CW shows no lines through the API, SEMANTICS §10.2)."""
+
+    id: int
+    invoice_number: str | None = Field(default=None, alias="invoiceNumber")
+    type: str | None = None
+    apply_to_type: str | None = Field(default=None, alias="applyToType")
+    apply_to_id: int | None = Field(default=None, alias="applyToId")
+    company: Ref | None = None
+    agreement: Ref | None = None
+    status: Ref | None = None
+    date: datetime | None = None
+    due_date: datetime | None = Field(default=None, alias="dueDate")
+    agreement_amount: Decimal | None = Field(default=None, alias="agreementAmount")
+    subtotal: Decimal | None = None
+    total: Decimal | None = None
+    balance: Decimal | None = None
+
+    _dates = field_validator("date", "due_date", mode="before")(_to_datetime)
+    _money = field_validator("agreement_amount", "subtotal", "total", "balance", mode="before")(_to_decimal)
+
+
+class AgreementRecap(CWModel):
+    """`/finance/agreementrecap/{id}`: the agreement's last and next invoice."""
+
+    id: int
+    name: str | None = None
+    agreement_status: str | None = Field(default=None, alias="agreementStatus")
+    last_invoice_date: datetime | None = Field(default=None, alias="lastInvoiceDate")
+    last_invoice_number: str | None = Field(default=None, alias="lastInvoiceNumber")
+    last_invoice_amount: Decimal | None = Field(default=None, alias="lastInvoiceAmount")
+    next_invoice_date: datetime | None = Field(default=None, alias="nextInvoiceDate")
+    next_invoice_amount: Decimal | None = Field(default=None, alias="nextInvoiceAmount")
+    unbilled_periods: int | None = Field(default=None, alias="unbilledPeriods")
+
+    _dates = field_validator("last_invoice_date", "next_invoice_date", mode="before")(_to_moment)
+
+    @field_validator("last_invoice_amount", "next_invoice_amount", mode="before")
+    @classmethod
+    def _amount(cls, value: Any) -> Any:  # `lastInvoiceAmount` is a string in the spec
+        try:
+            return _to_decimal(value)
+        except ArithmeticError:
+            return None
 
 
 class BillingCycle(CWModel):

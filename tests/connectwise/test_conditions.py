@@ -125,3 +125,82 @@ def test_in_lists_decided_by_set_lookup_match_comparing_each_value(
     one_by_one = (*node[:4], None)
     record = {"field": actual}
     assert evaluate(node, record) == evaluate(one_by_one, record)
+
+
+AGREEMENT = {
+    "id": 17,
+    "name": "Managed Services",
+    "company": {"id": 250, "identifier": "CONTOSO"},
+    "type": {"name": "Managed Services"},
+    "cancelledFlag": False,
+    "noEndingDateFlag": False,
+    "endDate": "2025-06-30T00:00:00Z",
+    "summary": "monthly licenses",
+    "value": None,
+    "_info": {"lastUpdated": "2025-03-02T10:00:00Z"},
+}
+ADDITION = {
+    "id": 5,
+    "product": {"identifier": "VEND-EDR", "id": 1234},
+    "agreement": {"id": 17},
+    "cancelledDate": "2025-03-31T00:00:00Z",
+    "lastUpdated": "2025-03-02T10:00:00Z",
+    "communicationItems": {"value": "john@contoso.com"},
+    "caption": "Renewal",
+}
+
+
+@pytest.mark.parametrize(
+    ("conditions", "record", "expected"),
+    [
+        # SEMANTICS §2.1, ConnectWise's documented syntax, each with the answer worked out by hand.
+        ('name = "Managed Services"', AGREEMENT, True),
+        ('name = "Contoso"', AGREEMENT, False),
+        ('product/identifier like "VEND*"', ADDITION, True),
+        ('product/identifier like "HUNT*"', ADDITION, False),
+        ("company/id = 250", AGREEMENT, True),
+        ("cancelledFlag = False", AGREEMENT, True),
+        ("lastUpdated > [2025-03-01T00:00:00Z]", ADDITION, True),
+        ("lastUpdated > [2025-03-03T00:00:00Z]", ADDITION, False),
+        ('type/name = "Managed Services"', AGREEMENT, True),
+        ("agreement/id = 17", ADDITION, True),
+        ("company/id in (250, 251, 252)", AGREEMENT, True),
+        ("company/id in (251, 252)", AGREEMENT, False),
+        ('product/identifier in ("A","VEND-EDR")', ADDITION, True),
+        ("cancelledDate = null", ADDITION, False),
+        ("value != null", AGREEMENT, False),
+        ('summary not contains "x"', AGREEMENT, True),
+        ('summary Not Contains "licenses"', AGREEMENT, False),
+        ('company/id = 250 AND name = "Managed Services"', AGREEMENT, True),
+        ('identifier="CONTOSO"', {"identifier": "CONTOSO"}, True),
+        (
+            'company/id=250 and type/name="Managed Services" and cancelledFlag=False and (endDate=null or '
+            "endDate>=[2025-03-01T00:00:00Z] or noEndingDateFlag=True)",
+            AGREEMENT,
+            True,
+        ),
+        (
+            'company/id=250 and type/name="Managed Services" and cancelledFlag=False and (endDate=null or '
+            "endDate>=[2025-07-01T00:00:00Z] or noEndingDateFlag=True)",
+            AGREEMENT,
+            False,
+        ),
+        (
+            'product/identifier="VEND-EDR" and (cancelledDate=null or cancelledDate>[2025-03-17T00:00:00Z])',
+            ADDITION,
+            True,
+        ),
+        ('identifier="VEND-EDR" and inactiveFlag=False', {"identifier": "VEND-EDR", "inactiveFlag": False}, True),
+        ('communicationItems/value like "john@*"', ADDITION, True),
+        ('caption = "Renewal" and value != null', {"caption": "Renewal", "value": "2026"}, True),
+        ('caption = "Renewal" and value != null', ADDITION, False),
+    ],
+)
+def test_connectwise_documented_examples(conditions: str, record: dict[str, object], expected: bool) -> None:
+    assert evaluate(parse(conditions), record) is expected
+
+
+@pytest.mark.parametrize("conditions", ['name = "unterminated', "company/id = ", "(a = 1", 'name == "x"', "a = [nope]"])
+def test_malformed_conditions_are_refused(conditions: str) -> None:
+    with pytest.raises(ConditionSyntaxError):
+        parse(conditions)

@@ -18,13 +18,16 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl
 
 import httpx
 
 from app.connectwise.sandbox.conditions import ConditionSyntaxError, evaluate, parse
-from app.connectwise.sandbox.store import Collection, SandboxError, SandboxStore, seed
+from app.connectwise.sandbox.invoicing import AgreementInvoicing
+from app.connectwise.sandbox.store import Collection, SandboxError, SandboxStore, seed, utc_now
 
 CODEBASE = "v4_6_release/"
 API_PREFIX = f"/{CODEBASE}apis/3.0"
@@ -74,6 +77,11 @@ class ScriptedFault:
 
 
 class Sandbox:
+    """`now` is the sandbox's calendar clock (what "today" is for agreements and invoicing); `clock` the monotonic
+    one its rate limit counts with. `settable_clock` lets `POST /_sandbox/clock` move `now` (standalone demos and
+    tests). `cloud` answers as cloud-hosted CW does: 404 instead of 401 for bad credentials, and `Retry-After` as
+    an HTTP date."""
+
     def __init__(
         self,
         *,
@@ -81,10 +89,18 @@ class Sandbox:
         rate_limit_per_minute: int | None = None,
         rate_window: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] | None = None,
+        settable_clock: bool = False,
+        cloud: bool = False,
         drop_mode: str = "raise",
         drop_seconds: float = 90.0,
     ) -> None:
-        self.store = SandboxStore()
+        self._now = now or utc_now
+        self._set_now: datetime | None = None
+        self.settable_clock = settable_clock
+        self.cloud = cloud
+        self.store = SandboxStore(now=self.now)
+        self.invoicing = AgreementInvoicing(self.store)
         if seeded:
             seed(self.store)
         self.faults = FaultPlan()
@@ -101,6 +117,15 @@ class Sandbox:
         self._drop_mode = drop_mode
         self._drop_seconds = drop_seconds
         self._lock = asyncio.Lock()
+
+    def now(self) -> datetime:
+        return self._set_now if self._set_now is not None else self._now()
+
+    def set_now(self, moment: datetime) -> None:
+        """Pin the sandbox's calendar clock (what `POST /_sandbox/clock` does)."""
+        if moment.tzinfo is None:
+            raise ValueError("the sandbox clock needs a timezone-aware moment")
+        self._set_now = moment.astimezone(UTC)
 
     # ------------------------------------------------------------------ clients
     def http_client(self, **kwargs: Any) -> httpx.AsyncClient:
@@ -160,6 +185,8 @@ class Sandbox:
     async def handle(
         self, method: str, path: str, query: str, headers: dict[str, str], body: bytes, *, origin: str = ""
     ) -> tuple[int, dict[str, str], Any]:
+        if path.startswith("/_sandbox/"):
+            return self._sandbox_only(method, path, body)
         if path.startswith("/login/companyinfo/"):
             self.stats["companyinfo"] += 1
             company = path.rsplit("/", 1)[-1]
@@ -178,7 +205,7 @@ class Sandbox:
                     "VersionCode": "v2025.16",
                     "VersionNumber": "v4.6.2025.16",
                     "CompanyID": SANDBOX_COMPANY,
-                    "IsCloud": "False",
+                    "IsCloud": "True" if self.cloud else "False",
                 },
             )
         if not path.startswith(API_PREFIX):
@@ -188,7 +215,7 @@ class Sandbox:
         self.stats[f"{method} {_route_label(api_path)}"] += 1
         if self.faults.latency:
             await asyncio.sleep(self.faults.latency)
-        auth_error = _check_auth(headers)
+        auth_error = _check_auth(headers, cloud=self.cloud)
         if auth_error is not None:
             return auth_error
         retry_in = self._rate_limited()
@@ -196,7 +223,7 @@ class Sandbox:
             self.stats["throttled"] += 1
             return (
                 429,
-                {"content-type": "application/json", "retry-after": str(retry_in)},
+                {"content-type": "application/json", "retry-after": self._retry_after_header(retry_in)},
                 {"error": "ConnectWiseAPI", "message": f"Too many requests. Please try again in {retry_in} seconds."},
             )
         fault = self._next_fault(method, api_path)
@@ -208,7 +235,7 @@ class Sandbox:
         if fault == "429":
             return (
                 429,
-                {"content-type": "application/json", "retry-after": str(retry_after)},
+                {"content-type": "application/json", "retry-after": self._retry_after_header(retry_after)},
                 {
                     "error": "ConnectWiseAPI",
                     "message": f"Too many requests. Please try again in {retry_after} seconds.",
@@ -221,12 +248,44 @@ class Sandbox:
         params = dict(parse_qsl(query, keep_blank_values=True))
         try:
             async with self._lock:
-                status, extra_headers, payload = self._dispatch(method, api_path, params, headers, body, origin)
+                status, extra_headers, payload = self._dispatch(
+                    method, api_path, _Query(params, query), headers, body, origin
+                )
         except SandboxError as exc:
             return _error(exc.status, exc.code, exc.message, exc.errors)
         if fault == "lost_response":
             await self._drop()  # the write above is applied; the answer never arrives
         return status, {"content-type": MEDIA_TYPE, **extra_headers}, payload
+
+    def _retry_after_header(self, seconds: int) -> str:
+        """Seconds, or (cloud) an HTTP date that many seconds ahead, as CW's cloud front end writes it."""
+        if not self.cloud:
+            return str(seconds)
+        return format_datetime(datetime.now(UTC) + timedelta(seconds=seconds), usegmt=True)
+
+    def _sandbox_only(self, method: str, path: str, body: bytes) -> tuple[int, dict[str, str], Any]:
+        """Routes real ConnectWise does not have: the calendar clock and what each invoice billed. For tests and
+        demos only; the service never calls them."""
+        json_type = {"content-type": "application/json"}
+        if path == "/_sandbox/clock":
+            if method == "POST":
+                if not self.settable_clock:
+                    return _error(403, "Forbidden", "Start the sandbox with --settable-clock to move its clock.")
+                try:
+                    moment = datetime.fromisoformat(str(_json(body).get("now", "")).replace("Z", "+00:00"))
+                    self.set_now(moment)
+                except (SandboxError, AttributeError, ValueError):
+                    return _error(400, "InvalidObject", 'Send {"now": "2026-12-01T00:00:00Z"} (with a timezone).')
+            elif method != "GET":
+                return _error(405, "MethodNotAllowed", f"{method} is not allowed here")
+            return 200, json_type, {"now": self.now().strftime("%Y-%m-%dT%H:%M:%SZ")}
+        lines = re.fullmatch(r"/_sandbox/invoices/(\d+)/lines", path)
+        if lines and method == "GET":
+            try:
+                return 200, json_type, [line.as_json() for line in self.invoicing.lines(int(lines.group(1)))]
+            except SandboxError as exc:
+                return _error(exc.status, exc.code, exc.message, exc.errors)
+        return _error(404, "NotFound", f"No route for {method} {path}")
 
     def _next_fault(self, method: str, path: str) -> ScriptedFault | str | None:
         for index, scripted in enumerate(self.scripted):
@@ -250,15 +309,16 @@ class Sandbox:
         ]
 
     def _dispatch(
-        self, method: str, path: str, params: dict[str, str], headers: dict[str, str], body: bytes, origin: str
+        self, method: str, path: str, params: _Query, headers: dict[str, str], body: bytes, origin: str
     ) -> tuple[int, dict[str, str], Any]:
+        url = origin + API_PREFIX + path
         if path == "/system/info" and method == "GET":
             return (
                 200,
                 {},
                 {
                     "version": "v2025.16.101234",
-                    "isCloud": False,
+                    "isCloud": self.cloud,
                     "serverTimeZone": "Eastern Standard Time",
                     "licenseBits": [],
                     "cloudRegion": "NA",
@@ -266,20 +326,31 @@ class Sandbox:
             )
         additions = re.fullmatch(r"/finance/agreements/(\d+)/additions(?:/(count|\d+))?", path)
         if additions:
-            return self._additions(
-                method, int(additions.group(1)), additions.group(2), params, headers, body, origin + API_PREFIX + path
-            )
+            return self._additions(method, int(additions.group(1)), additions.group(2), params, headers, body, url)
+        invoice = re.fullmatch(r"/finance/agreements/(\d+)/invoice", path)
+        if invoice:
+            if method != "POST":
+                raise SandboxError(405, "MethodNotAllowed", f"{method} is not allowed here")
+            self._deny("POST", "invoice")
+            return 201, {}, self.invoicing.invoice(int(invoice.group(1)))
         agreement = re.fullmatch(r"/finance/agreements(?:/(count|\d+))?", path)
         if agreement:
-            return self._generic(
-                method,
-                self.store.agreements,
-                "agreement",
-                agreement.group(1),
-                params,
-                headers,
-                body,
-                origin + API_PREFIX + path,
+            return self._agreements(method, agreement.group(1), params, headers, body, url)
+        invoices = re.fullmatch(r"/finance/invoices(?:/(count|\d+))?", path)
+        if invoices:
+            return self._invoices(method, invoices.group(1), params, headers, url)
+        recap = re.fullmatch(r"/finance/agreementrecap(/|/\d+)", path)
+        if recap and method == "GET":
+            self._deny("GET", "agreementRecap")
+            if recap.group(1) == "/":
+                rows = [self.invoicing.recap(a) for a in self.store.agreements.rows.values()]
+                return _list(rows, params, headers, url, render=lambda r: r)
+            return (
+                200,
+                {},
+                _project(
+                    self.invoicing.recap(self.store.agreements.get(int(recap.group(1)[1:]))), params.get("fields")
+                ),
             )
         for pattern, collection, resource in self._collections():
             match = pattern.match(path)
@@ -290,10 +361,55 @@ class Sandbox:
                     break
                 if collection is self.store.subcategories and rest == "" and method in ("GET", "POST"):
                     break  # CW's list path for subcategories ends in a slash
-                return self._generic(
-                    method, collection, resource, tail.group(1), params, headers, body, origin + API_PREFIX + path
-                )
+                return self._generic(method, collection, resource, tail.group(1), params, headers, body, url)
         raise SandboxError(404, "NotFound", f"No route for {method} {path}")
+
+    def _agreements(
+        self, method: str, tail: str | None, params: _Query, headers: dict[str, str], body: bytes, url: str
+    ) -> tuple[int, dict[str, str], Any]:
+        self._deny(method, "agreement")
+        store, render = self.store, self.invoicing.render_agreement
+
+        rows = list(store.agreements.rows.values())
+        if "agreementstatus" in params.get("conditions", "").lower():  # the derived status can be filtered on
+            rows = [{**r, "agreementStatus": store.agreement_status(r)} for r in rows]
+        if tail == "count" and method == "GET":
+            return 200, {}, {"count": len(_filter(rows, params))}
+        if tail is None:
+            if method == "GET":
+                return _list(rows, params, headers, url, render=render)
+            if method == "POST":
+                return 201, {}, render(store.create_agreement(_json(body)))
+            raise SandboxError(405, "MethodNotAllowed", f"{method} is not allowed here")
+        record = store.agreements.get(int(tail))
+        if method == "GET":
+            return 200, {}, _project(render(record), params.get("fields"))
+        if method == "PATCH":
+            self.ignored_patch_paths += store.patch_agreement(record, _json(body))
+            return 200, {}, render(record)
+        if method == "DELETE":
+            del store.agreements.rows[record["id"]]
+            store.writes += 1
+            return 204, {}, None
+        raise SandboxError(405, "MethodNotAllowed", f"{method} is not allowed here")
+
+    def _invoices(
+        self, method: str, tail: str | None, params: _Query, headers: dict[str, str], url: str
+    ) -> tuple[int, dict[str, str], Any]:
+        self._deny(method, "invoice")
+        rows = list(self.store.invoices.rows.values())
+        if method == "GET" and tail == "count":
+            return 200, {}, {"count": len(_filter(rows, params))}
+        if method == "GET" and tail is None:
+            return _list(rows, params, headers, url, render=lambda r: r)
+        if tail not in (None, "count"):
+            record = self.store.invoices.get(int(tail))
+            if method == "GET":
+                return 200, {}, _project(record, params.get("fields"))
+            if method == "DELETE":  # in CW's API, not in the service's subset: tests reopen a period with it
+                self.invoicing.delete(record["id"])
+                return 204, {}, None
+        raise SandboxError(405, "MethodNotAllowed", f"{method} is not allowed here")
 
     def _deny(self, method: str, resource: str) -> None:
         if (method, resource) in self.forbidden:
@@ -305,7 +421,7 @@ class Sandbox:
         collection: Collection,
         resource: str,
         tail: str | None,
-        params: dict[str, str],
+        params: _Query,
         headers: dict[str, str],
         body: bytes,
         url: str,
@@ -375,7 +491,7 @@ class Sandbox:
         method: str,
         agreement_id: int,
         tail: str | None,
-        params: dict[str, str],
+        params: _Query,
         headers: dict[str, str],
         body: bytes,
         url: str,
@@ -394,7 +510,7 @@ class Sandbox:
         if method == "GET":
             return 200, {}, _project(store.render_addition(record), params.get("fields"))
         if method == "PATCH":
-            self.ignored_patch_paths += store.patch(store.additions, record, _json(body))
+            self.ignored_patch_paths += store.patch_addition(agreement_id, record, _json(body))
             return 200, {}, store.render_addition(record)
         if method == "DELETE":
             del store.additions.rows[record["id"]]
@@ -414,14 +530,38 @@ def _error(
     return status, {"content-type": "application/json"}, {"code": code, "message": message, "errors": errors}
 
 
-def _check_auth(headers: dict[str, str]) -> tuple[int, dict[str, str], Any] | None:
+class _Query(dict[str, str]):
+    """The query parameters, and the query string exactly as sent (CW builds its `Link` header from it)."""
+
+    def __init__(self, params: dict[str, str], raw: str) -> None:
+        super().__init__(params)
+        self.raw = raw
+
+    def with_param(self, name: str, value: int) -> str:
+        """The query as sent without `name`, and `name=value` appended last, as CW writes its links (a widely used
+        SDK reads the page number from the end of the link)."""
+        kept = [part for part in self.raw.split("&") if part and part.split("=", 1)[0] != name]
+        return "&".join([*kept, f"{name}={value}"])
+
+
+def _check_auth(headers: dict[str, str], *, cloud: bool = False) -> tuple[int, dict[str, str], Any] | None:
     auth = headers.get("authorization", "")
-    expected = f"{SANDBOX_COMPANY}+{SANDBOX_PUBLIC_KEY}:{SANDBOX_PRIVATE_KEY}"
     try:
         decoded = base64.b64decode(auth.removeprefix("Basic "), validate=True).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         decoded = ""
-    if not auth.startswith("Basic ") or decoded.lower() != expected.lower():
+    login, _, private_key = decoded.partition(":")
+    company, _, public_key = login.partition("+")
+    # The login company is case-insensitive; the keys are compared exactly.
+    valid = (
+        auth.startswith("Basic ")
+        and company.lower() == SANDBOX_COMPANY
+        and public_key == SANDBOX_PUBLIC_KEY
+        and private_key == SANDBOX_PRIVATE_KEY
+    )
+    if not valid:
+        if cloud:  # cloud CW answers bad credentials as if the address did not exist (SEMANTICS §1.4)
+            return _error(404, "NotFound", "The requested resource could not be found.")
         return _error(401, "Unauthorized", "The API member's credentials are not valid.")
     if not headers.get("clientid", "").strip():
         return _error(400, "InvalidClientId", "A clientId header is required on every request.")
@@ -480,7 +620,7 @@ def _int_param(params: dict[str, str], name: str, default: int) -> int:
 
 def _list(
     rows: list[dict[str, Any]],
-    params: dict[str, str],
+    params: _Query,
     headers: dict[str, str],
     base: str,
     *,
@@ -494,8 +634,7 @@ def _list(
             raise SandboxError(400, "InvalidRequest", "orderBy is not allowed with forward-only pagination")
         after = _int_param(params, "pageId", 0)
         page = sorted((r for r in matched if r["id"] > after), key=lambda r: r["id"])[:page_size]
-        next_params = {**params, "pageId": str(page[-1]["id"] if page else after)}
-        link = f'<{base}?{urlencode(next_params)}>; rel="next"'
+        link = f'<{base}?{params.with_param("pageId", page[-1]["id"] if page else after)}>; rel="next"'
         return 200, {"link": link}, [_project(render(r), params.get("fields")) for r in page]
     order = params.get("orderBy", "").strip()
     ordered = sorted(matched, key=lambda r: r["id"])
@@ -514,7 +653,7 @@ def _list(
     links = []
 
     def url(number: int) -> str:
-        return f"{base}?{urlencode({**params, 'page': str(number), 'pageSize': str(page_size)})}"
+        return f"{base}?{params.with_param('page', number)}"
 
     links.append(f'<{url(1)}>; rel="first"')
     if page_number > 1:

@@ -1,19 +1,35 @@
 """The sandbox's state: ConnectWise records as plain dicts in CW's own shapes, with ids, `_info` and the fields
-CW computes (extPrice, extCost, margin, billedQuantity, agreementId, uom)."""
+CW computes (extPrice, extCost, margin, billedQuantity, agreementId, uom, an agreement's status).
+
+"Now" comes from the sandbox's clock (`SandboxStore(now=…)`), so tests and demos can move through months.
+"""
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
 API_MEMBER = "sandbox-public"
 
 
-def now_text() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def cw_text(moment: datetime) -> str:
+    """A moment as CW writes it: `2026-11-16T14:03:00Z`."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def day_of(value: Any) -> date | None:
+    """The calendar day of a CW date-time field (`2026-11-16T00:00:00Z`), None when it is not set."""
+    if not isinstance(value, str) or not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).date()
 
 
 class SandboxError(Exception):
@@ -43,14 +59,15 @@ class FieldType:
     max_length: int | None = None
     enum: tuple[str, ...] = ()
     computed: bool = False
+    minimum: float | None = None  # numbers: the smallest value CW accepts
 
 
 N, S, B, D, R = FieldType("number"), FieldType("string"), FieldType("bool"), FieldType("datetime"), FieldType("ref")
 
 ADDITION_FIELDS: dict[str, FieldType] = {
     "product": FieldType("ref", required=True),
-    "quantity": N,
-    "lessIncluded": N,
+    "quantity": FieldType("number", minimum=0),
+    "lessIncluded": FieldType("number", minimum=0),
     "unitPrice": N,
     "unitCost": N,
     "billCustomer": FieldType("enum", required=True, enum=("Billable", "DoNotBill", "NoCharge")),
@@ -105,8 +122,48 @@ COMPANY_FIELDS: dict[str, FieldType] = {
     "status": R,
     "deletedFlag": B,
     "types": FieldType("array"),
-    "addressLine1": S,
-    "city": S,
+    "addressLine1": FieldType("string", max_length=50),
+    "addressLine2": FieldType("string", max_length=50),
+    "city": FieldType("string", max_length=50),
+    "state": FieldType("string", max_length=50),
+    "zip": FieldType("string", max_length=12),
+    "phoneNumber": FieldType("string", max_length=30),
+    "faxNumber": FieldType("string", max_length=30),
+    "website": FieldType("string", max_length=255),
+    "leadSource": FieldType("string", max_length=50),
+    **{f"userDefinedField{n}": FieldType("string", max_length=50) for n in range(1, 11)},
+}
+
+# What a POST or PATCH of an agreement may set; `agreementStatus` and `nextInvoiceDate` are derived.
+AGREEMENT_FIELDS: dict[str, FieldType] = {
+    "name": FieldType("string", required=True, max_length=100),
+    "type": FieldType("ref", required=True),
+    "company": FieldType("ref", required=True),
+    "contact": FieldType("ref", required=True),
+    "customerPO": FieldType("string", max_length=50),
+    "reasonCancelled": FieldType("string", max_length=100),
+    "workOrder": FieldType("string", max_length=20),
+    "internalNotes": S,
+    "parentAgreement": R,
+    "startDate": D,
+    "endDate": D,
+    "noEndingDateFlag": B,
+    "cancelledFlag": B,
+    "dateCancelled": D,
+    "billingCycle": R,
+    "billStartDate": D,
+    "billAmount": N,
+    "prorateFlag": B,
+    "invoiceProratedAdditionsFlag": B,
+    "invoicingCycle": FieldType("enum", enum=("ContractYear", "CalendarYear")),
+    "billTime": FieldType("enum", enum=("Billable", "DoNotBill", "NoCharge", "NoDefault")),
+    "billExpenses": FieldType("enum", enum=("Billable", "DoNotBill", "NoCharge", "NoDefault")),
+    "billProducts": FieldType("enum", enum=("Billable", "DoNotBill", "NoCharge", "NoDefault")),
+    "employeeCompRate": FieldType("enum", enum=("Actual", "Hourly")),
+    "taxable": B,
+    "invoiceDescription": S,
+    "agreementStatus": FieldType("string", computed=True),
+    "nextInvoiceDate": FieldType("string", computed=True),
 }
 
 
@@ -133,6 +190,8 @@ def _check_value(resource: str, name: str, spec: FieldType, value: Any) -> Any:
     if not ok:
         detail = f"one of {', '.join(spec.enum)}" if spec.kind == "enum" else f"a {spec.kind}"
         raise invalid(resource, name, "InvalidValue", f"The field {name} must be {detail}.")
+    if spec.minimum is not None and value < spec.minimum:
+        raise invalid(resource, name, "OutOfRange", f"The field {name} must be at least {spec.minimum:g}.")
     if spec.max_length is not None and len(value) > spec.max_length:
         raise invalid(
             resource,
@@ -149,15 +208,19 @@ class Collection:
     fields: dict[str, FieldType] | None = None  # None: no write validation (setup tables)
     rows: dict[int, dict[str, Any]] = field(default_factory=dict)
     next_id: int = 1
+    now: Callable[[], datetime] = utc_now
 
     def insert(self, record: dict[str, Any]) -> dict[str, Any]:
         # CW's serializer omits null fields rather than sending `null`.
         record = {k: v for k, v in copy.deepcopy(record).items() if v is not None}
         record["id"] = self.next_id
         self.next_id += 1
-        record["_info"] = {"lastUpdated": now_text(), "updatedBy": API_MEMBER}
+        self.touch(record)
         self.rows[record["id"]] = record
         return record
+
+    def touch(self, record: dict[str, Any]) -> None:
+        record["_info"] = {"lastUpdated": cw_text(self.now()), "updatedBy": API_MEMBER}
 
     def get(self, record_id: int) -> dict[str, Any]:
         record = self.rows.get(record_id)
@@ -184,19 +247,95 @@ class Collection:
 class SandboxStore:
     """All records of one sandbox instance."""
 
-    def __init__(self) -> None:
-        self.companies = Collection("company", COMPANY_FIELDS)
-        self.agreements = Collection("agreement")
-        self.agreement_types = Collection("agreementType")
-        self.billing_cycles = Collection("billingCycle")
-        self.catalog = Collection("catalogItem", CATALOG_FIELDS)
-        self.categories = Collection("category")
-        self.subcategories = Collection("subCategory")
-        self.product_types = Collection("productType")
-        self.units_of_measure = Collection("unitOfMeasure")
-        self.additions = Collection("addition", ADDITION_FIELDS)
+    def __init__(self, *, now: Callable[[], datetime] = utc_now) -> None:
+        self.now = now
+
+        def collection(resource: str, fields: dict[str, FieldType] | None = None) -> Collection:
+            return Collection(resource, fields, now=lambda: self.now())
+
+        self.companies = collection("company", COMPANY_FIELDS)
+        self.agreements = collection("agreement", AGREEMENT_FIELDS)
+        self.agreement_types = collection("agreementType")
+        self.billing_cycles = collection("billingCycle")
+        self.catalog = collection("catalogItem", CATALOG_FIELDS)
+        self.categories = collection("category")
+        self.subcategories = collection("subCategory")
+        self.product_types = collection("productType")
+        self.units_of_measure = collection("unitOfMeasure")
+        self.additions = collection("addition", ADDITION_FIELDS)
+        self.invoices = collection("invoice")
         self.additions_by_agreement: dict[int, list[int]] = {}
         self.writes = 0
+
+    def today(self) -> date:
+        return self.now().astimezone(UTC).date()
+
+    # ------------------------------------------------------------------ agreements
+    def cycle_of(self, agreement: dict[str, Any]) -> str | None:
+        """The agreement's `billingOptions` (Monthly, Quarterly, …, NotRecurring), None without a billing cycle."""
+        cycle_id = (agreement.get("billingCycle") or {}).get("id")
+        cycle = self.billing_cycles.rows.get(cycle_id) if isinstance(cycle_id, int) else None
+        return None if cycle is None else cycle.get("billingOptions")
+
+    def agreement_status(self, agreement: dict[str, Any]) -> str:
+        """CW derives it: Cancelled, Expired (ended, unless it has no ending date), Inactive (starts in the
+        future), else Active."""
+        today = self.today()
+        if agreement.get("cancelledFlag"):
+            return "Cancelled"
+        end = day_of(agreement.get("endDate"))
+        if end is not None and end < today and not agreement.get("noEndingDateFlag"):
+            return "Expired"
+        start = day_of(agreement.get("startDate"))
+        if start is not None and start > today:
+            return "Inactive"
+        return "Active"
+
+    def create_agreement(self, body: Any) -> dict[str, Any]:
+        clean = self.agreements.validate(_object(body, "agreement"), partial=False)
+        for name, collection in (("company", self.companies), ("type", self.agreement_types)):
+            ref_id = clean[name].get("id")
+            if not isinstance(ref_id, int) or ref_id not in collection.rows:
+                raise invalid("agreement", name, "InvalidObject", f"The {name} could not be found.")
+        clean.setdefault("startDate", cw_text(self.now())[:10] + "T00:00:00Z")
+        clean.setdefault("noEndingDateFlag", clean.get("endDate") is None)
+        clean.setdefault("cancelledFlag", False)
+        clean.setdefault("prorateFlag", False)
+        clean.setdefault("billStartDate", clean["startDate"])
+        self._check_cancellation(clean)
+        self.writes += 1
+        return self.agreements.insert(clean)
+
+    def patch_agreement(self, record: dict[str, Any], operations: Any) -> list[str]:
+        was_cancelled = bool(record.get("cancelledFlag"))
+        ignored = self.patch(self.agreements, record, operations)
+        if record.get("cancelledFlag") and not was_cancelled:
+            self._check_cancellation(record)
+        return ignored
+
+    def _check_cancellation(self, record: dict[str, Any]) -> None:
+        if record.get("cancelledFlag"):
+            record.setdefault("dateCancelled", cw_text(self.now()))
+
+    def refusal_for_additions(self, agreement: dict[str, Any]) -> SandboxError | None:
+        """Why CW refuses to add or change additions on this agreement, if it does."""
+        status = self.agreement_status(agreement)
+        if status in ("Cancelled", "Expired"):
+            return invalid(
+                "addition",
+                "agreementId",
+                "InvalidObject",
+                f"Agreement {agreement['id']} is {status.lower()}; its additions cannot be added or changed.",
+            )
+        cycle = self.cycle_of(agreement)
+        if cycle is None or cycle == "NotRecurring":
+            return invalid(
+                "addition",
+                "agreementId",
+                "InvalidObject",
+                f"Agreement {agreement['id']} is not a recurring agreement; it cannot have additions.",
+            )
+        return None
 
     # ------------------------------------------------------------------ derived addition fields
     def render_addition(self, record: dict[str, Any]) -> dict[str, Any]:
@@ -210,7 +349,7 @@ class SandboxStore:
         out["extCost"] = float(quantity * cost)
         out["margin"] = float(quantity * (price - cost))
         agreement = self.agreements.rows.get(out["agreementId"])
-        out["agreementStatus"] = (agreement or {}).get("agreementStatus", "Active")
+        out["agreementStatus"] = self.agreement_status(agreement) if agreement else "Cancelled"
         return out
 
     def resolve_product(self, ref: dict[str, Any]) -> dict[str, Any]:
@@ -227,9 +366,12 @@ class SandboxStore:
             raise invalid("addition", "product", "InvalidObject", "A bundle cannot be added to an agreement.")
         return item
 
-    def create_addition(self, agreement_id: int, body: dict[str, Any]) -> dict[str, Any]:
-        self.agreements.get(agreement_id)
-        clean = self.additions.validate(body, partial=False)
+    def create_addition(self, agreement_id: int, body: Any) -> dict[str, Any]:
+        agreement = self.agreements.get(agreement_id)
+        clean = self.additions.validate(_object(body, "addition"), partial=False)
+        refusal = self.refusal_for_additions(agreement)
+        if refusal is not None:
+            raise refusal
         item = self.resolve_product(clean["product"])
         record: dict[str, Any] = {name: None for name, spec in ADDITION_FIELDS.items() if not spec.computed}
         record.update(clean)
@@ -244,12 +386,19 @@ class SandboxStore:
             if record[money] is None:
                 record[money] = item.get(source) or 0
         if record["effectiveDate"] is None:
-            record["effectiveDate"] = now_text()[:10] + "T00:00:00Z"
+            record["effectiveDate"] = cw_text(self.now())[:10] + "T00:00:00Z"
         record["taxableFlag"] = bool(record["taxableFlag"])
+        _check_addition_dates(record)
         self.writes += 1
         inserted = self.additions.insert(record)
         self.additions_by_agreement.setdefault(agreement_id, []).append(inserted["id"])
         return inserted
+
+    def patch_addition(self, agreement_id: int, record: dict[str, Any], operations: Any) -> list[str]:
+        refusal = self.refusal_for_additions(self.agreements.get(agreement_id))
+        if refusal is not None:
+            raise refusal
+        return self.patch(self.additions, record, operations, check=_check_addition_dates)
 
     def additions_of(self, agreement_id: int) -> list[dict[str, Any]]:
         self.agreements.get(agreement_id)
@@ -262,8 +411,16 @@ class SandboxStore:
             raise SandboxError(404, "NotFound", f"addition ID {addition_id} not found", None)
         return record
 
-    def patch(self, collection: Collection, record: dict[str, Any], operations: Any) -> list[str]:
-        """Apply CW PATCH operations. Returns the sub-paths CW would silently ignore (its 'false 200')."""
+    def patch(
+        self,
+        collection: Collection,
+        record: dict[str, Any],
+        operations: Any,
+        *,
+        check: Callable[[dict[str, Any]], None] | None = None,
+    ) -> list[str]:
+        """Apply CW PATCH operations (all or nothing). Returns the sub-paths CW would silently ignore (its 'false
+        200')."""
         if not isinstance(operations, list) or not operations:
             raise SandboxError(400, "InvalidObject", "PATCH body must be a non-empty array of operations", None)
         ignored: list[str] = []
@@ -281,21 +438,40 @@ class SandboxStore:
                 continue
             value = None if op["op"] == "remove" else op.get("value")
             changes[path] = value
-        clean = collection.validate(changes, partial=True) if collection.fields else changes
         unknown = [p for p in changes if collection.fields is not None and p not in collection.fields]
         if unknown:
             raise invalid(collection.resource, unknown[0], "InvalidField", f"Unknown field {unknown[0]}.")
+        clean = collection.validate(changes, partial=True) if collection.fields else changes
         if collection is self.additions and "product" in clean:
             item = self.resolve_product(clean["product"])
             clean["product"] = {"id": item["id"], "identifier": item["identifier"]}
+        merged = dict(record)
         for name, value in clean.items():
             if value is None:
-                record.pop(name, None)
+                merged.pop(name, None)
             else:
-                record[name] = value
-        record["_info"] = {"lastUpdated": now_text(), "updatedBy": API_MEMBER}
+                merged[name] = value
+        if check is not None:
+            check(merged)
+        record.clear()
+        record.update(merged)
+        collection.touch(record)
         self.writes += 1
         return ignored
+
+
+def _object(body: Any, resource: str) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise SandboxError(400, "InvalidObject", f"The {resource} must be a JSON object.")
+    return body
+
+
+def _check_addition_dates(record: dict[str, Any]) -> None:
+    effective, cancelled = day_of(record.get("effectiveDate")), day_of(record.get("cancelledDate"))
+    if effective is not None and cancelled is not None and cancelled < effective:
+        raise invalid(
+            "addition", "cancelledDate", "InvalidValue", "The cancelled date cannot be before the effective date."
+        )
 
 
 def seed(store: SandboxStore) -> None:
@@ -390,7 +566,6 @@ def seed(store: SandboxStore) -> None:
                 "startDate": "2026-01-01T00:00:00Z",
                 "noEndingDateFlag": True,
                 "cancelledFlag": False,
-                "agreementStatus": "Active",
                 "billingCycle": monthly,
                 "billStartDate": "2026-01-01T00:00:00Z",
                 "prorateFlag": False,
