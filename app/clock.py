@@ -51,3 +51,8 @@ class Clock:
 
     def advance(self, delta: timedelta) -> None:
         self.set(self.now() + delta)
+
+    def freeze(self, moment: datetime) -> None:
+        """Stand still at `moment` until moved again (tests, simulations)."""
+        self.set(moment)
+        self._frozen = True

@@ -301,6 +301,9 @@ class ConnectWiseClient:
             raise ValueError("a PATCH needs at least one operation")
         return (await self._send("PATCH", await self._url(path), json=list(operations))).json()
 
+    async def delete(self, path: str) -> None:
+        await self._send("DELETE", await self._url(path))
+
     async def list_pages(
         self,
         path: str,
@@ -518,12 +521,43 @@ class ConnectWiseClient:
     async def create_addition(self, agreement_id: int, body: dict[str, Any]) -> schemas.Addition:
         return schemas.Addition.model_validate(await self.post(f"/finance/agreements/{agreement_id}/additions", body))
 
+    async def add_line(
+        self, agreement_id: int, *, product_id: int, serial_number: str, values: schemas.AdditionWrite
+    ) -> schemas.Addition:
+        """Create a billable addition of the product, marked with `serial_number`."""
+        body = {
+            "product": {"id": product_id},
+            "billCustomer": "Billable",
+            "serialNumber": serial_number,
+            **{k: v for k, v in schemas.addition_body(values).items() if v is not None},
+        }
+        return await self.create_addition(agreement_id, body)
+
     async def patch_addition(
         self, agreement_id: int, addition_id: int, operations: Sequence[PatchOp]
     ) -> schemas.Addition:
         return schemas.Addition.model_validate(
             await self.patch(f"/finance/agreements/{agreement_id}/additions/{addition_id}", operations)
         )
+
+    async def update_line(self, agreement_id: int, addition_id: int, values: schemas.AdditionWrite) -> schemas.Addition:
+        """PATCH the fields named in `values.fields` (a null clears the field)."""
+        operations = [
+            {"op": "remove", "path": name} if value is None else replace(name, value)
+            for name, value in schemas.addition_body(values).items()
+        ]
+        return await self.patch_addition(agreement_id, addition_id, operations)
+
+    async def find_lines(self, agreement_id: int, *, product_id: int) -> list[schemas.Addition]:
+        """Every addition of the product on the agreement (the reconcile's one read)."""
+        return await self.list_additions(agreement_id, conditions=F("product/id") == product_id)
+
+    async def remove_line(self, agreement_id: int, addition_id: int) -> None:
+        """DELETE an addition that never billed. Already gone (a retried delete whose first answer was lost) is done."""
+        try:
+            await self.delete(f"/finance/agreements/{agreement_id}/additions/{addition_id}")
+        except CWNotFoundError:
+            return
 
     async def cancel_addition(self, agreement_id: int, addition_id: int, *, on: datetime) -> schemas.Addition:
         """End billing for an addition: CW keeps the line with a cancelled date (history), never a delete."""

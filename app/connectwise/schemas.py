@@ -4,7 +4,8 @@ Money comes back as JSON numbers; it is read as Decimal from the number's text (
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -206,3 +207,50 @@ class NamedItem(CWModel):
     name: str
     inactive_flag: bool | None = Field(default=None, alias="inactiveFlag")
     category: Ref | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AdditionWrite:
+    """The fields of an addition this service writes, in its own types; the client turns them into CW's (numbers,
+    `YYYY-MM-DDT00:00:00Z` dates). In a PATCH only the fields named in `fields` are sent."""
+
+    quantity: Decimal | None = None
+    unit_price: Decimal | None = None
+    unit_cost: Decimal | None = None
+    less_included: Decimal | None = None
+    effective: date | None = None
+    cancelled: date | None = None
+    description: str | None = None
+    fields: tuple[str, ...] = (
+        "quantity",
+        "unit_price",
+        "unit_cost",
+        "less_included",
+        "effective",
+        "cancelled",
+        "description",
+    )
+
+
+CW_NAMES = {
+    "quantity": "quantity",
+    "unit_price": "unitPrice",
+    "unit_cost": "unitCost",
+    "less_included": "lessIncluded",
+    "effective": "effectiveDate",
+    "cancelled": "cancelledDate",
+    "description": "invoiceDescription",
+}
+
+
+def wire_value(value: Any) -> Any:
+    """A value as CW takes it: Decimals as JSON numbers (whole quantities as integers), dates as midnight UTC."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, date):
+        return f"{value.isoformat()}T00:00:00Z"
+    return value
+
+
+def addition_body(write: AdditionWrite) -> dict[str, Any]:
+    return {CW_NAMES[name]: wire_value(getattr(write, name)) for name in write.fields}

@@ -101,6 +101,7 @@ class Sandbox:
         self.cloud = cloud
         self.store = SandboxStore(now=self.now)
         self.invoicing = AgreementInvoicing(self.store)
+        self.store.prorate_fields = self.invoicing.prorate_fields
         if seeded:
             seed(self.store)
         self.faults = FaultPlan()

@@ -331,6 +331,29 @@ class AgreementInvoicing:
                         del done[start]
         self.store.writes += 1
 
+    # ------------------------------------------------------------------ an addition's prorated fields
+    def prorate_fields(self, addition: dict[str, Any]) -> dict[str, float]:
+        """§10.5: on a prorated agreement, an addition starting mid-period shows the prorated price of that first
+        partial period (per unit and extended). Assumed: the same arithmetic as its first invoice, rounded to cents."""
+        agreement = self.store.agreements.rows.get(addition.get("agreementId"))  # type: ignore[arg-type]
+        effective = day_of(addition.get("effectiveDate"))
+        if agreement is None or not agreement.get("prorateFlag") or effective is None:
+            return {}
+        period = self.period_of(agreement, effective)
+        if period is None or period.start == effective:
+            return {}
+        cancelled = day_of(addition.get("cancelledDate"))
+        last = min(cancelled, period.end) if cancelled is not None else period.end
+        days = max(0, (last - effective).days + 1)
+        quantity = billed_quantity(addition)
+        price, cost = _dec(addition.get("unitPrice")), _dec(addition.get("unitCost"))
+        return {
+            "proratePrice": float(prorated_amount(Decimal(1), price, days, period.days)),
+            "extendedProratePrice": float(prorated_amount(quantity, price, days, period.days)),
+            "prorateCost": float(prorated_amount(Decimal(1), cost, days, period.days)),
+            "extendedProrateCost": float(prorated_amount(quantity, cost, days, period.days)),
+        }
+
     # ------------------------------------------------------------------ recap
     def next_invoice_date(self, agreement: dict[str, Any]) -> date | None:
         """The first day of the next unbilled period (at any date), None when nothing more will be billed."""

@@ -266,6 +266,8 @@ class SandboxStore:
         self.invoices = collection("invoice")
         self.additions_by_agreement: dict[int, list[int]] = {}
         self.writes = 0
+        # The prorated fields of an addition (set by the invoicing model, which knows the agreement's periods).
+        self.prorate_fields: Callable[[dict[str, Any]], dict[str, float]] = lambda _record: {}
 
     def today(self) -> date:
         return self.now().astimezone(UTC).date()
@@ -350,6 +352,7 @@ class SandboxStore:
         out["margin"] = float(quantity * (price - cost))
         agreement = self.agreements.rows.get(out["agreementId"])
         out["agreementStatus"] = self.agreement_status(agreement) if agreement else "Cancelled"
+        out.update(self.prorate_fields(record))
         return out
 
     def resolve_product(self, ref: dict[str, Any]) -> dict[str, Any]:
