@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import calendar
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from enum import StrEnum
+from zoneinfo import ZoneInfo
 
 
 class BillingCycle(StrEnum):
@@ -93,3 +94,10 @@ def period_containing(day: date, *, cycle: BillingCycle, anchor: date) -> Period
 
 def next_period(period: Period, *, cycle: BillingCycle, anchor: date) -> Period:
     return period_containing(period.end + timedelta(days=1), cycle=cycle, anchor=anchor)
+
+
+def local_day(moment: datetime, timezone: str) -> date:
+    """The calendar day of `moment` in the tenant's timezone ("which day did it change")."""
+    if moment.tzinfo is None:
+        raise ValueError("a moment must be timezone-aware")
+    return moment.astimezone(ZoneInfo(timezone)).date()
