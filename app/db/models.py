@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -19,6 +20,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.sql import expression
 
 from app.db.base import Base, TimestampMixin, new_id, utcnow
 from app.db.types import CalendarDate, Money, UTCDateTime
@@ -84,7 +86,13 @@ class AuditEvent(Base):
 
 
 class Company(TimestampMixin, Base):
-    """A portal-managed company of one tenant, keyed by the portal's id (`external_id`)."""
+    """A portal-managed company of one tenant, keyed by the portal's id (`external_id`).
+
+    `license_count` is the license history's count today (kept by the applier and the reconcile; the history in
+    `license_change` is the truth), `count_day` / `count_sequence` the change that decided it. The mapping columns
+    are the current agreement (its history: `agreement_term`); `agreement_status` and `next_invoice_date` are what
+    ConnectWise showed of it when last read (`agreement_checked_at`).
+    """
 
     __tablename__ = "company"
     # (tenant_id, id) is unique anyway; as a key it lets the ledger reference a company and its tenant in one.
@@ -92,14 +100,17 @@ class Company(TimestampMixin, Base):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     tenant_id: Mapped[str] = mapped_column(String(36), _tenant_fk(), nullable=False)
-    external_id: Mapped[str] = mapped_column(String(100), nullable=False)
+    external_id: Mapped[str] = mapped_column(String(128), nullable=False)
     name: Mapped[str] = mapped_column(String(200), nullable=False, default="")
     identifier: Mapped[str | None] = mapped_column(String(100))
     license_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-    last_sequence: Mapped[int | None] = mapped_column(BigInteger)
+    count_day: Mapped[date | None] = mapped_column(CalendarDate())
+    count_sequence: Mapped[int | None] = mapped_column(BigInteger)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow, nullable=False)
     billing_enabled: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
+    # Billing applies (enabled, mapped, not deleted): the latest entry of its `billing_status_change` timeline.
+    billing_active: Mapped[bool] = mapped_column(Boolean, default=False, nullable=False)
     unit_price_override: Mapped[Decimal | None] = mapped_column(Money())
     unit_cost_override: Mapped[Decimal | None] = mapped_column(Money())
     cw_company_id: Mapped[int | None] = mapped_column(Integer)
@@ -109,30 +120,78 @@ class Company(TimestampMixin, Base):
     billing_cycle: Mapped[str | None] = mapped_column(String(16))
     bill_start_date: Mapped[date | None] = mapped_column(CalendarDate())
     agreement_prorate: Mapped[bool | None] = mapped_column(Boolean)
+    agreement_status: Mapped[str | None] = mapped_column(String(16))
+    next_invoice_date: Mapped[date | None] = mapped_column(CalendarDate())
+    agreement_checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     mapped_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
+class DeliveryStatus(StrEnum):
+    pending = "pending"  # stored, not applied yet
+    applied = "applied"  # applied to the license history (its `outcome` says how)
+
+
 class WebhookInbox(Base):
-    """Every accepted delivery, unique per (tenant, webhook-id): the idempotency record for redeliveries."""
+    """Every accepted delivery, unique per (tenant, webhook-id): stored by the request (202), applied by the applier.
+    Kept 8 days after it was received (redeliveries within 7 days have no second effect)."""
 
     __tablename__ = "webhook_inbox"
-    __table_args__ = (UniqueConstraint("tenant_id", "webhook_id"),)
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "webhook_id"),
+        Index("ix_webhook_inbox_pending", "status", "id"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
     tenant_id: Mapped[str] = mapped_column(String(36), _tenant_fk(), nullable=False)
     webhook_id: Mapped[str] = mapped_column(String(200), nullable=False)
     event_type: Mapped[str] = mapped_column(String(64), nullable=False)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False, index=True)
-    outcome: Mapped[str] = mapped_column(String(32), nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default=DeliveryStatus.pending)
+    outcome: Mapped[str | None] = mapped_column(String(32))
+    detail: Mapped[str | None] = mapped_column(Text)
+    applied_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
 
 
+class RejectedDelivery(Base):
+    """A signed delivery refused as invalid (422), kept for inspection (it takes no webhook-id: a corrected event
+    may come under the same one)."""
+
+    __tablename__ = "rejected_delivery"
+    __table_args__ = (Index("ix_rejected_delivery_tenant_received", "tenant_id", "received_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(36), _tenant_fk(), nullable=False)
+    webhook_id: Mapped[str] = mapped_column(String(200), nullable=False)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+    detail: Mapped[str] = mapped_column(Text, nullable=False)
+    body: Mapped[str] = mapped_column(Text, nullable=False)  # the first 4 KiB, as text
+
+
+class ChangeStatus(StrEnum):
+    accepted = "accepted"  # part of the history
+    conflict = "conflict"  # the same sequence as an accepted change, with other content: recorded, not applied
+
+
+class ChangeSource(StrEnum):
+    portal = "portal"
+    adopted = "adopted"  # the opening count of an adopted ConnectWise line
+
+
 class LicenseChange(Base):
-    """The license ledger: one row per `license.count_changed` event, stale ones included (flagged)."""
+    """The license history: every change the portal reported, at its effective time (DESIGN §5)."""
 
     __tablename__ = "license_change"
     __table_args__ = (
         Index("ix_license_change_company_effective", "company_id", "effective_at"),
+        Index(
+            "uq_license_change_company_sequence",
+            "company_id",
+            "sequence",
+            unique=True,
+            sqlite_where=expression.text("status = 'accepted'"),
+            postgresql_where=expression.text("status = 'accepted'"),
+        ),
         # One key for the company and its tenant: the row's tenant is the company's, checked once per insert.
         ForeignKeyConstraint(["tenant_id", "company_id"], ["company.tenant_id", "company.id"], ondelete="CASCADE"),
     )
@@ -141,12 +200,74 @@ class LicenseChange(Base):
     tenant_id: Mapped[str] = mapped_column(String(36), nullable=False)
     company_id: Mapped[str] = mapped_column(String(36), nullable=False)
     webhook_id: Mapped[str | None] = mapped_column(String(200))
-    sequence: Mapped[int | None] = mapped_column(BigInteger)
+    sequence: Mapped[int] = mapped_column(BigInteger, nullable=False)
     license_count: Mapped[int] = mapped_column(Integer, nullable=False)
     previous_count: Mapped[int | None] = mapped_column(Integer)
     effective_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
-    ignored_reason: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default=ChangeStatus.accepted)
+    source: Mapped[str] = mapped_column(String(16), nullable=False, default=ChangeSource.portal)
+
+
+class PriceSetting(Base):
+    """A unit price and cost set at `set_at`: the product default (`company_id` null) or a company's override (where
+    null means "the default"). A period is billed at the price in force when it began."""
+
+    __tablename__ = "price_setting"
+    __table_args__ = (Index("ix_price_setting_tenant_company", "tenant_id", "company_id", "set_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(36), _tenant_fk(), nullable=False)
+    company_id: Mapped[str | None] = mapped_column(String(36), ForeignKey("company.id", ondelete="CASCADE"))
+    set_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    unit_price: Mapped[Decimal | None] = mapped_column(Money())
+    unit_cost: Mapped[Decimal | None] = mapped_column(Money())
+    source: Mapped[str] = mapped_column(String(32), nullable=False, default="setting")
+
+
+class BillingStatusChange(Base):
+    """Billing started (`active`) or stopped for a company at `changed_at`: enabled and mapped and not deleted."""
+
+    __tablename__ = "billing_status_change"
+    __table_args__ = (Index("ix_billing_status_change_company", "company_id", "changed_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(36), _tenant_fk(), nullable=False)
+    company_id: Mapped[str] = mapped_column(String(36), ForeignKey("company.id", ondelete="CASCADE"), nullable=False)
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+    active: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    reason: Mapped[str] = mapped_column(String(64), nullable=False)
+
+
+class AgreementTerm(Base):
+    """From `from_day` on, the company is billed on this agreement, in its periods (`billing_cycle`, anchored on
+    `bill_start_date`); `cw_agreement_id` null: on none (unmapped)."""
+
+    __tablename__ = "agreement_term"
+    __table_args__ = (Index("ix_agreement_term_company", "company_id", "from_day"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(36), _tenant_fk(), nullable=False)
+    company_id: Mapped[str] = mapped_column(String(36), ForeignKey("company.id", ondelete="CASCADE"), nullable=False)
+    from_day: Mapped[date] = mapped_column(CalendarDate(), nullable=False)
+    cw_agreement_id: Mapped[int | None] = mapped_column(Integer)
+    billing_cycle: Mapped[str] = mapped_column(String(16), nullable=False)
+    bill_start_date: Mapped[date] = mapped_column(CalendarDate(), nullable=False)
+    # The agreement ended in CW (cancelled or expired) on this day, as last read: no period after it is billed there.
+    ended_on: Mapped[date | None] = mapped_column(CalendarDate())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
+
+
+class SyncStatus(StrEnum):
+    in_sync = "in_sync"
+    pending = "pending"
+    retrying = "retrying"
+    failed = "failed"  # parked: retrying cannot fix it (CW answered 400, …); visible until fixed and re-synced
+    drift = "drift"  # a hand edit in CW is held (not overwritten)
+    awaiting_approval = "awaiting_approval"
+    needs_attention = "needs_attention"  # the agreement is cancelled, expired or gone: remap the company
+    paused = "paused"  # billing is off for the tenant or the company, or it is not mapped
+    dismissed = "dismissed"
 
 
 class SyncState(Base):
@@ -162,7 +283,7 @@ class SyncState(Base):
 
     company_id: Mapped[str] = mapped_column(String(36), ForeignKey("company.id", ondelete="CASCADE"), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(String(36), _tenant_fk(), nullable=False, index=True)
-    status: Mapped[str] = mapped_column(String(32), nullable=False, default="pending")
+    status: Mapped[str] = mapped_column(String(32), nullable=False, default=SyncStatus.pending)
     reason: Mapped[str | None] = mapped_column(String(64))
     due_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     generation: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
@@ -180,6 +301,8 @@ class SyncState(Base):
     cw_snapshot: Mapped[dict[str, Any] | None] = mapped_column(
         JSON(none_as_null=True)
     )  # what CW held at the last reconcile
+    # Periods whose lines did not add up to what they owe after the last reconcile (a held hand edit, a failure).
+    discrepancies: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
 
 
 class CwConnection(Base):
@@ -213,30 +336,31 @@ class BillingProduct(Base):
 class TrackedAddition(Base):
     """An agreement addition this service owns (created or adopted), with what it last wrote to it.
 
-    `marker` is a stable key also written into the addition's serial number, so a create whose outcome is unknown
-    can be looked up in CW before anything is created again. `last_written` is compared with CW before every
-    write: a difference is drift (a hand edit) and is never silently overwritten.
+    `marker` (`app/domain/markers.py`) is also written into the addition's serial number, so a create whose outcome
+    is unknown (`create_pending`) is looked up in CW before anything is created again. `last_written` is compared with
+    CW before every write: a difference is drift (a hand edit) and is never silently overwritten. `uncertain` holds
+    the values of writes whose outcome the service never learned: CW holding one of them is the service's own write.
     """
 
     __tablename__ = "tracked_addition"
     __table_args__ = (
-        UniqueConstraint("tenant_id", "marker"),
-        Index("ix_tracked_addition_company", "company_id", "role"),
+        UniqueConstraint("tenant_id", "cw_agreement_id", "marker"),
+        Index("ix_tracked_addition_company", "company_id", "kind"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
     tenant_id: Mapped[str] = mapped_column(String(36), _tenant_fk(), nullable=False)
     company_id: Mapped[str] = mapped_column(String(36), ForeignKey("company.id", ondelete="CASCADE"), nullable=False)
     cw_agreement_id: Mapped[int] = mapped_column(Integer, nullable=False)
-    role: Mapped[str] = mapped_column(String(16), nullable=False)  # base | proration | delta
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)  # app.domain.markers.Kind
     marker: Mapped[str] = mapped_column(String(50), nullable=False)
-    period_start: Mapped[date | None] = mapped_column(CalendarDate())
     cw_addition_id: Mapped[int | None] = mapped_column(Integer)
     adopted: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     # Set (and committed) before a create is sent: a later run looks the marker up before creating again.
     create_pending: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
-    # The values a write in flight is about to set: if CW holds them on the next run, it was our write, not drift.
-    pending_write: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    # Set (and committed) before a delete is sent: a later run that no longer finds the addition retires the row.
+    delete_pending: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    uncertain: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON(none_as_null=True))
     last_written: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     last_written_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
