@@ -175,7 +175,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
         worker = Worker(
             ctx,
             concurrency=args.concurrency,
-            billing_now=ctx.now,
             full_reconcile_every=timedelta(hours=settings.full_reconcile_hours),
         )
         loop = asyncio.get_running_loop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -10,7 +11,7 @@ from datetime import timedelta
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.api import auth, billing, companies, connection, health, openapi_components, sync, webhooks
+from app.api import auth, billing, companies, connection, deliveries, health, openapi_components, sync, webhooks
 from app.api.problems import install_connectwise_handlers, install_problem_handlers
 from app.connectwise.sandbox.app import Sandbox
 from app.context import AppContext
@@ -31,26 +32,29 @@ def create_app(
     owns_engine = engine is None
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         worker_task = None
         worker = None
         if settings.run_worker:
             # SQLite: this is the single worker. PostgreSQL: one of many (each claims with SKIP LOCKED).
             from app.sync.worker import Worker
 
-            worker = Worker(
-                ctx, full_reconcile_every=timedelta(hours=settings.full_reconcile_hours), billing_now=ctx.now
-            )
+            worker = Worker(ctx, full_reconcile_every=timedelta(hours=settings.full_reconcile_hours))
+            ctx.intake.on_stored = worker.wake  # a stored delivery is applied at once, not at the next poll
+            app.state.worker = worker
             worker_task = asyncio.create_task(worker.run_forever(), name="sync-worker")
         try:
             yield
         finally:
-            if worker is not None and worker_task is not None:
-                worker.stop()
-                await worker_task
-            await ctx.aclose()
-            if owns_engine:
-                await ctx.engine.dispose()
+            try:
+                if worker is not None and worker_task is not None:
+                    worker.stop()
+                    with contextlib.suppress(Exception):
+                        await worker_task
+            finally:
+                await ctx.aclose()
+                if owns_engine:
+                    await ctx.engine.dispose()
 
     app = FastAPI(
         title=API_TITLE,
@@ -60,6 +64,7 @@ def create_app(
         telemetry=None if settings.otel_enabled else {"tracing": False, "metrics": False, "logs": False},
     )
     app.state.ctx = ctx
+    app.state.worker = None
     install_problem_handlers(app)
     install_connectwise_handlers(app)
     app.add_middleware(webhooks.WebhookFastPath, api=app)
@@ -72,5 +77,6 @@ def create_app(
     app.include_router(billing.router)
     app.include_router(companies.router)
     app.include_router(sync.router)
+    app.include_router(deliveries.router)
     openapi_components.install(app)
     return app

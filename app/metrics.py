@@ -41,6 +41,12 @@ class Metrics:
             registry=r,
         )
         self.drift = Gauge("cwbs_drift_companies", "Companies currently flagged with drift", registry=r)
+        self.deliveries_applied = Counter(
+            "cwbs_deliveries_applied_total", "Stored webhook deliveries applied to the license history", registry=r
+        )
+        self.worker_healthy = Gauge(
+            "cwbs_worker_healthy", "1 while the in-process worker's last turn succeeded, 0 while turns fail", registry=r
+        )
 
     def webhook_outcome(self, outcome: str) -> None:
         """Count a delivery by outcome (the labelled series looked up once per outcome, not per delivery)."""

@@ -25,11 +25,11 @@ from app.api.schemas.setup import AuditEventRead, AuditPage, BillingSettingsRead
 from app.connectwise import schemas as cw
 from app.connectwise.conditions import F
 from app.connectwise.errors import CWNotFoundError
-from app.db.models import AuditEvent, BillingProduct, Tenant
+from app.db.models import AuditEvent, BillingProduct, PriceSetting, Tenant
 from app.errors import ConflictError, NotAuthenticatedError, UnprocessableError
 from app.services.audit import record_audit
 from app.services.cw_connections import NotConnectedError, tenant_client
-from app.services.sync_schedule import schedule_eligible
+from app.services.sync_schedule import schedule_tenant
 from app.services.tenants import get_tenant
 
 router = APIRouter(prefix="/api/v1", tags=["billing"])
@@ -87,7 +87,7 @@ async def get_billing_settings(principal: PrincipalDep, session: SessionDep) -> 
     responses=error_responses(NotAuthenticatedError, InvalidSettingError),
 )
 async def patch_billing_settings(
-    body: BillingSettingsUpdate, principal: PrincipalDep, session: SessionDep
+    body: BillingSettingsUpdate, principal: PrincipalDep, session: SessionDep, ctx: ContextDep
 ) -> BillingSettingsRead:
     tenant = await get_tenant(session, principal.tenant_id)
     if body.timezone is not None:
@@ -121,7 +121,7 @@ async def patch_billing_settings(
             or set(changed) & {"proration_mode", "decrease_policy", "timezone", "sync_mode", "drift_policy"}
         ):
             await session.flush()
-            await schedule_eligible(session, tenant_id=tenant.id, reason="settings_changed")
+            await schedule_tenant(session, tenant_id=tenant.id, reason="settings_changed", at=ctx.now())
     return _settings(tenant)
 
 
@@ -228,6 +228,7 @@ async def _save_product(
     price: Decimal | None,
     cost: Decimal | None,
     action: str,
+    ctx: ContextDep,
 ) -> ProductRead:
     product = await session.get(BillingProduct, principal.tenant_id)
     before = None if product is None else _product(product).model_dump(mode="json")
@@ -257,8 +258,23 @@ async def _save_product(
         before=before,
         after=after.model_dump(mode="json"),
     )
-    await schedule_eligible(session, tenant_id=principal.tenant_id, reason="product_changed")
+    _record_defaults(session, product, ctx)
+    await schedule_tenant(session, tenant_id=principal.tenant_id, reason="product_changed", at=ctx.now())
     return after
+
+
+def _record_defaults(session: SessionDep, product: BillingProduct, ctx: ContextDep) -> None:
+    """The product's default price and cost join the price timeline (they apply from each company's next period)."""
+    session.add(
+        PriceSetting(
+            tenant_id=product.tenant_id,
+            company_id=None,
+            set_at=ctx.now(),
+            unit_price=product.unit_price,
+            unit_cost=product.unit_cost,
+            source="product",
+        )
+    )
 
 
 @router.put(
@@ -279,7 +295,7 @@ async def map_product(body: ProductMap, principal: PrincipalDep, session: Sessio
     reason = _unusable_reason(item)
     if reason:
         raise ProductNotUsableError(reason)
-    return await _save_product(session, principal, item, body.unit_price, body.unit_cost, "billing_product.mapped")
+    return await _save_product(session, principal, item, body.unit_price, body.unit_cost, "billing_product.mapped", ctx)
 
 
 @router.post(
@@ -314,7 +330,9 @@ async def create_product(
     if body.unit_of_measure_id is not None:
         payload["unitOfMeasure"] = {"id": body.unit_of_measure_id}
     item = await client.create_catalog_item(payload)
-    return await _save_product(session, principal, item, body.unit_price, body.unit_cost, "billing_product.created")
+    return await _save_product(
+        session, principal, item, body.unit_price, body.unit_cost, "billing_product.created", ctx
+    )
 
 
 @router.patch(
@@ -323,7 +341,9 @@ async def create_product(
     summary="Set the default unit price and cost (pushed to every company without an override)",
     responses=error_responses(NotAuthenticatedError, ProductNotMappedError),
 )
-async def patch_product(body: ProductDefaultsUpdate, principal: PrincipalDep, session: SessionDep) -> ProductRead:
+async def patch_product(
+    body: ProductDefaultsUpdate, principal: PrincipalDep, session: SessionDep, ctx: ContextDep
+) -> ProductRead:
     product = await session.get(BillingProduct, principal.tenant_id)
     if product is None:
         raise ProductNotMappedError("Map a product first")
@@ -345,7 +365,10 @@ async def patch_product(body: ProductDefaultsUpdate, principal: PrincipalDep, se
             before={"unit_price": before["unit_price"], "unit_cost": before["unit_cost"]},
             after={"unit_price": after["unit_price"], "unit_cost": after["unit_cost"]},
         )
-        await schedule_eligible(session, tenant_id=principal.tenant_id, reason="price_change", only_default_priced=True)
+        _record_defaults(session, product, ctx)
+        await schedule_tenant(
+            session, tenant_id=principal.tenant_id, reason="price_change", at=ctx.now(), only_default_priced=True
+        )
     return _product(product)
 
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path, Query, Response
 from fastapi.responses import PlainTextResponse
 from sqlalchemy import func, or_, select
 
-from app.api.deps import ContextDep, PrincipalDep, SessionDep
+from app.api.deps import CompanyPath, ContextDep, PrincipalDep, SessionDep
 from app.api.problems import CW_ERROR_RESPONSES, error_responses
 from app.api.schemas.agreement import AgreementView
 from app.api.schemas.common import present
@@ -23,20 +23,27 @@ from app.api.schemas.companies import (
     SuggestionRead,
 )
 from app.connectwise.conditions import F
-from app.db.models import BillingProduct, Company, SyncState, TrackedAddition
+from app.db.models import BillingProduct, Company, PriceSetting, SyncState, TrackedAddition
+from app.domain.markers import Kind
 from app.domain.matching import Candidate, rank
 from app.errors import NotAuthenticatedError, NotFoundError
 from app.services.agreement_view import agreement_view
 from app.services.audit import record_audit
-from app.services.billing_inputs import NotReadyError
+from app.services.billing_views import NotReadyError
 from app.services.companies import get_company, lock_or_create_company
 from app.services.cw_connections import NotConnectedError, tenant_client
-from app.services.mapping import MappingRejectedError, company_view, map_company
-from app.services.sync_schedule import schedule_sync, sync_eligible
+from app.services.mapping import (
+    MappingConflictError,
+    MappingRejectedError,
+    company_view,
+    map_company,
+    settle_billing,
+    unmap_company,
+)
+from app.services.sync_schedule import schedule_if_wanted
 from app.services.tenants import get_tenant
 
 router = APIRouter(prefix="/api/v1", tags=["companies"])
-CompanyPath = Annotated[str, Path(min_length=1, max_length=100, description="The portal's company id")]
 
 
 @router.get(
@@ -80,16 +87,17 @@ async def list_companies(
     ids = [c.id for c in companies]
     product = await session.get(BillingProduct, principal.tenant_id)
     states = {s.company_id: s for s in await session.scalars(select(SyncState).where(SyncState.company_id.in_(ids)))}
-    bases = {
-        b.company_id: b
-        for b in await session.scalars(
-            select(TrackedAddition).where(
-                TrackedAddition.company_id.in_(ids),
-                TrackedAddition.role == "base",
-                TrackedAddition.retired_at.is_(None),
-            )
+    bases: dict[str, TrackedAddition] = {}
+    for base in await session.scalars(
+        select(TrackedAddition)
+        .where(
+            TrackedAddition.company_id.in_(ids),
+            TrackedAddition.kind == Kind.base.value,
+            TrackedAddition.retired_at.is_(None),
         )
-    }
+        .order_by(TrackedAddition.marker)
+    ):
+        bases[base.company_id] = base  # the newest base line of each company wins
     items = [
         await company_view(session, c, product=product, state=states.get(c.id), base=bases.get(c.id), loaded=True)
         for c in companies
@@ -228,7 +236,9 @@ async def suggestions(
     response_model=CompanyRead,
     summary="Map the company to its CW company and agreement (adopts an existing addition)",
     responses={
-        **error_responses(NotAuthenticatedError, NotFoundError, NotConnectedError, MappingRejectedError),
+        **error_responses(
+            NotAuthenticatedError, NotFoundError, NotConnectedError, MappingRejectedError, MappingConflictError
+        ),
         **CW_ERROR_RESPONSES,
     },
 )
@@ -248,7 +258,23 @@ async def put_mapping(
         cw_company_id=body.cw_company_id,
         cw_agreement_id=body.cw_agreement_id,
         actor=principal.actor,
+        now=ctx.now(),
     )
+    return await company_view(session, company)
+
+
+@router.delete(
+    "/companies/{company_id}/mapping",
+    response_model=CompanyRead,
+    summary="Unmap the company: its agreement bills through the end of the current period and nothing after",
+    responses=error_responses(NotAuthenticatedError, NotFoundError, MappingConflictError),
+)
+async def delete_mapping(
+    company_id: CompanyPath, principal: PrincipalDep, session: SessionDep, ctx: ContextDep
+) -> CompanyRead:
+    company = await get_company(session, tenant_id=principal.tenant_id, external_id=company_id)
+    tenant = await get_tenant(session, principal.tenant_id)
+    await unmap_company(session, tenant=tenant, company=company, actor=principal.actor, now=ctx.now())
     return await company_view(session, company)
 
 
@@ -259,7 +285,7 @@ async def put_mapping(
     responses=error_responses(NotAuthenticatedError, NotFoundError),
 )
 async def patch_billing(
-    company_id: CompanyPath, body: BillingUpdate, principal: PrincipalDep, session: SessionDep
+    company_id: CompanyPath, body: BillingUpdate, principal: PrincipalDep, session: SessionDep, ctx: ContextDep
 ) -> CompanyRead:
     company = await get_company(session, tenant_id=principal.tenant_id, external_id=company_id)
     before = {
@@ -279,6 +305,7 @@ async def patch_billing(
         "unit_cost": company.unit_cost_override,
     }
     if after != before:
+        now = ctx.now()
         changed = [k for k in after if after[k] != before[k]]
         await record_audit(
             session,
@@ -291,9 +318,20 @@ async def patch_billing(
             after={k: after[k] for k in changed},
         )
         tenant = await get_tenant(session, principal.tenant_id)
-        if sync_eligible(tenant, company):
-            reason = "price_change" if {"unit_price", "unit_cost"} & set(changed) else "billing_enabled"
-            await schedule_sync(session, tenant_id=principal.tenant_id, company_id=company.id, reason=reason)
+        if {"unit_price", "unit_cost"} & set(changed):  # applies from the next period (DESIGN §5)
+            session.add(
+                PriceSetting(
+                    tenant_id=tenant.id,
+                    company_id=company.id,
+                    set_at=now,
+                    unit_price=company.unit_price_override,
+                    unit_cost=company.unit_cost_override,
+                    source="company",
+                )
+            )
+        await settle_billing(session, tenant=tenant, company=company, now=now, reason="billing_changed")
+        reason = "price_change" if {"unit_price", "unit_cost"} & set(changed) else "billing_enabled"
+        await schedule_if_wanted(session, tenant=tenant, company=company, reason=reason, at=now)
     await session.flush()
     return await company_view(session, company)
 

@@ -7,13 +7,14 @@ from dataclasses import dataclass
 from typing import Annotated
 
 import structlog
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.context import AppContext
 from app.db.models import ApiClient
+from app.domain.events import COMPANY_ID_PATTERN
 from app.errors import NotAuthenticatedError
 from app.security.tokens import InvalidTokenError
 
@@ -38,6 +39,11 @@ async def get_session(ctx: ContextDep) -> AsyncIterator[AsyncSession]:
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+CompanyPath = Annotated[
+    str,
+    Path(pattern=COMPANY_ID_PATTERN, description="The portal's company id: 1–128 of A–Z a–z 0–9 . _ ~ : @ -"),
+]
 
 _bearer = HTTPBearer(auto_error=False, description="Access token from POST /api/v1/auth/token")
 

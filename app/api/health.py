@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 from sqlalchemy import text
@@ -39,11 +39,20 @@ async def healthz() -> Health:
 @router.get(
     "/readyz",
     response_model=Readiness,
-    summary="Readiness: database reachable and migrations at head",
+    summary="Readiness: database reachable, migrations at head, the in-process worker running",
     responses={503: {"model": Readiness, "description": "Not ready"}},
 )
-async def readyz(ctx: ContextDep, response: Response) -> Readiness:
+async def readyz(ctx: ContextDep, request: Request, response: Response) -> Readiness:
     checks: list[ReadinessCheck] = []
+    worker = getattr(request.app.state, "worker", None)
+    if worker is not None:
+        checks.append(
+            ReadinessCheck(
+                name="worker",
+                ok=worker.healthy,
+                detail="running" if worker.healthy else f"failing, retrying: {worker.last_error}",
+            )
+        )
     try:
         async with ctx.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))

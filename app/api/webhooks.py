@@ -1,15 +1,17 @@
-"""`POST /webhooks/portal/{tenant_id}`: Standard Webhooks verified on the raw body, then one commit and 202."""
+"""`POST /webhooks/portal/{tenant_id}`: Standard Webhooks verified on the raw body, the event validated, the delivery
+stored in the inbox (one group commit), then 202. Nothing is applied here: the applier does that (DESIGN §4)."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import inspect
-import json
 import re
 from collections.abc import Mapping
 from typing import Any, Literal
 
+import orjson
 import structlog
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.routing import APIRoute
@@ -19,17 +21,17 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api import openapi_components
 from app.api.problems import error_responses
-from app.api.schemas.webhooks import PortalEvent, WebhookAck
+from app.api.schemas.webhooks import WebhookAck
 from app.context import AppContext
+from app.db.inbox import Entry, Stored
 from app.db.models import Tenant
+from app.domain.events import KNOWN_TYPES, Event, PortalEvent, out_of_window
 from app.errors import AppError, PayloadTooLargeError, UnprocessableError, WebhookSignatureError
 from app.security.webhooks import SignatureError, SignedParts
-from app.services.intake_queue import RECHECK, UNKNOWN_TENANT
-from app.services.webhook_intake import Delivery, Event
+from app.services.deliveries import record_rejected
 
 MAX_BODY_BYTES = 64 * 1024
 TENANT_ID_MAX = 64
-KNOWN_TYPES = {"license.count_changed", "company.upserted", "company.deleted"}
 
 router = APIRouter(tags=["webhooks"])
 
@@ -98,13 +100,17 @@ async def verify_delivery(ctx: AppContext, tenant_id: str, signed: SignedParts, 
     return tenant.secrets_version
 
 
-def parse_event(body: bytes) -> tuple[Event | None, dict[str, Any], str]:
-    """The event (None for a type this service does not know), the payload as parsed, and its text."""
+def parse_event(body: bytes, *, now: Any) -> tuple[Event | None, dict[str, Any], str]:
+    """The event (None for a type this service does not know), the payload as parsed, and its text. Strict: a count
+    is an integer, nesting is bounded (orjson refuses more than 1,024 levels and integers past 64 bits), and
+    `effective_at` lies within 400 days of `now`."""
     try:
         text = body.decode("utf-8")  # JSON over HTTP is UTF-8 (RFC 8259); PostgreSQL keeps this text in the inbox
-        payload = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise InvalidEventError("The body is not UTF-8 JSON") from None
+        payload = orjson.loads(body)
+    except (orjson.JSONDecodeError, UnicodeDecodeError):
+        raise InvalidEventError(
+            "The body is not UTF-8 JSON (or nests too deep, or holds a number out of range)"
+        ) from None
     if "\x00" in text or "\\u0000" in text:
         raise InvalidEventError("NUL characters are not allowed")
     if not isinstance(payload, dict) or not isinstance(payload.get("type"), str):
@@ -112,13 +118,22 @@ def parse_event(body: bytes) -> tuple[Event | None, dict[str, Any], str]:
     if payload["type"] not in KNOWN_TYPES:
         return None, payload, text
     try:
-        return PortalEvent.model_validate(payload).root, payload, text
+        event = PortalEvent.model_validate(payload).root
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}" for e in exc.errors()[:5])
         raise InvalidEventError(
             problems,
-            extra={"errors": [{"loc": list(e["loc"][1:]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]},
+            extra={
+                "errors": [
+                    {"loc": [str(p) for p in e["loc"][1:]], "msg": e["msg"], "type": e["type"]}
+                    for e in exc.errors()[:20]
+                ]
+            },
         ) from None
+    refused = out_of_window(event, now)
+    if refused is not None:
+        raise InvalidEventError(refused)
+    return event, payload, text
 
 
 WEBHOOK_PATH = "/webhooks/portal/{tenant_id}"
@@ -129,8 +144,10 @@ WEBHOOK_PATH = "/webhooks/portal/{tenant_id}"
     status_code=202,
     response_model=WebhookAck,
     summary="Receive a signed portal event (Standard Webhooks)",
-    description="Verifies the signature on the raw body, applies the event once per `webhook-id` and answers 202 "
-    "after the commit (200 for a delivery already received). See docs/webhooks.md.",
+    description="Verifies the signature on the raw body, validates the event and stores the delivery once per "
+    "`webhook-id`; answers 202 once it is durably stored (200 for a delivery already received). The event is applied "
+    "to the license history afterwards: `GET /api/v1/webhook-deliveries/{webhook_id}` shows its outcome. See "
+    "docs/webhooks.md.",
     responses={
         200: {"model": WebhookAck, "description": "Already received (same webhook-id): no second effect"},
         **error_responses(WebhookSignatureError, PayloadTooLargeError, InvalidEventError, IntakeBusyError),
@@ -169,33 +186,59 @@ async def accept_webhook(
     structlog.contextvars.bind_contextvars(tenant_id=tenant_id[:64], webhook_id=(signed.webhook_id or "")[:100])
     try:
         secrets_version = await verify_delivery(ctx, tenant_id, signed)
-        event, payload, text = parse_event(signed.body)
-        delivery = Delivery(tenant_id=tenant_id, webhook_id=signed.webhook_id or "", event=event, payload=payload)
+        received_at = ctx.now()
+        try:
+            _event, payload, text = parse_event(signed.body, now=received_at)
+        except InvalidEventError as exc:
+            await record_rejected(
+                ctx,
+                tenant_id=tenant_id,
+                webhook_id=signed.webhook_id or "",
+                body=signed.body,
+                detail=exc.detail,
+                received_at=received_at,
+            )
+            raise
+        entry = Entry(
+            tenant_id=tenant_id,
+            webhook_id=signed.webhook_id or "",
+            event_type=str(payload["type"])[:64],
+            received_at=received_at,
+            text=text,
+            payload=payload,
+            secrets_version=secrets_version,
+        )
         for _ in range(RECHECKS):
-            result = await ctx.intake.submit(delivery, body=text, secrets_version=secrets_version)
-            if result.outcome != RECHECK:
+            result = await ctx.intake.submit(entry)
+            if result is not Stored.recheck:
                 break
             # The tenant's secrets rotated after this request checked the signature: check it against the new ones.
-            secrets_version = await verify_delivery(ctx, tenant_id, signed, fresh=True)
+            entry = dataclasses.replace(
+                entry, secrets_version=await verify_delivery(ctx, tenant_id, signed, fresh=True)
+            )
         else:
             raise IntakeBusyError("The tenant's webhook secrets kept changing while this delivery was written")
-        if result.outcome == UNKNOWN_TENANT:
+        if result is Stored.unknown_tenant:
             raise WebhookSignatureError("no signature matches")
     except WebhookSignatureError as exc:
         ctx.metrics.webhook_outcome("rejected")
         structlog.contextvars.bind_contextvars(outcome="rejected", reason=exc.detail)
         raise
-    ctx.metrics.webhook_outcome(result.outcome)
+    except InvalidEventError:
+        ctx.metrics.webhook_outcome("invalid")
+        structlog.contextvars.bind_contextvars(outcome="invalid")
+        raise
+    ctx.metrics.webhook_outcome(result.value)
     # No line of its own: the request's canonical log line carries these.
-    structlog.contextvars.bind_contextvars(event_type=str(payload["type"])[:64], outcome=result.outcome)
-    if result.duplicate:
-        return 200, _ack("duplicate", "duplicate")
-    return 202, _ack("accepted", result.outcome)
+    structlog.contextvars.bind_contextvars(event_type=entry.event_type, outcome=result.value)
+    if result is Stored.duplicate:
+        return 200, _ack("duplicate")
+    return 202, _ack("accepted")
 
 
-@functools.lru_cache(maxsize=64)
-def _ack(status: Literal["accepted", "duplicate"], outcome: str) -> bytes:
-    return WebhookAck(status=status, outcome=outcome).model_dump_json().encode()
+@functools.lru_cache(maxsize=4)
+def _ack(status: Literal["accepted", "duplicate"]) -> bytes:
+    return WebhookAck(status=status).model_dump_json().encode()
 
 
 _WEBHOOK_PATH = re.compile(r"/webhooks/portal/([^/]+)")

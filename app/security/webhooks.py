@@ -55,14 +55,16 @@ def verify(
         raise SignatureError("missing webhook-id, webhook-timestamp or webhook-signature header")
     if len(webhook_id) > _MAX_ID or not webhook_id.isprintable():
         raise SignatureError("malformed webhook-id")
-    if not timestamp.isdigit() or len(timestamp) > 12:
+    # ASCII digits only (str.isdigit() also takes "²"), compared as seconds before any datetime is made of them.
+    if not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > 12:
         raise SignatureError("malformed webhook-timestamp")
-    sent_at = datetime.fromtimestamp(int(timestamp), UTC)
     now = now or datetime.now(UTC)
-    if sent_at < now - TOLERANCE:
+    seconds = int(timestamp)
+    if seconds < now.timestamp() - TOLERANCE.total_seconds():
         raise SignatureError("webhook-timestamp is too old")
-    if sent_at > now + TOLERANCE:
+    if seconds > now.timestamp() + TOLERANCE.total_seconds():
         raise SignatureError("webhook-timestamp is in the future")
+    sent_at = datetime.fromtimestamp(seconds, UTC)
     offered = []
     for entry in signature_header.split(" "):
         version, _, value = entry.partition(",")

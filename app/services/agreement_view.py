@@ -9,14 +9,17 @@ from app.api.schemas.agreement import AgreementLine, AgreementView
 from app.api.schemas.common import money_str
 from app.connectwise.client import ConnectWiseClient
 from app.db.models import Company
-from app.services.mapping import MARKER_PREFIX
+from app.domain.markers import company_key, parse
+
+Role = Literal["base", "proration", "catch_up", "delta", "other"]
 
 
-def _role(serial: str | None) -> Literal["base", "proration", "delta", "other"]:
-    if not serial or not serial.startswith(MARKER_PREFIX):
+def _role(serial: str | None, key: str) -> Role:
+    """The line's kind when this company's marker is on it; "other" for lines it does not manage."""
+    marker = parse(serial)
+    if marker is None or marker.key != key:
         return "other"
-    tail = serial.rsplit(":", 1)[-1]
-    return "base" if tail == "base" else "proration" if tail.startswith("p") else "delta"
+    return marker.kind.value
 
 
 def render_text(view: AgreementView) -> str:
@@ -36,7 +39,7 @@ def render_text(view: AgreementView) -> str:
             f"{line.effective_date or '—'!s:<11}{line.cancelled_date or '—'!s:<11}{line.ext_price:>11}  "
             f"{line.role}"
         )
-        if line.role in ("proration", "delta") and line.invoice_description:
+        if line.role in ("proration", "catch_up", "delta") and line.invoice_description:
             rows.append(f"      {line.invoice_description}")
     if not view.lines:
         rows.append("  (no additions)")
@@ -50,6 +53,7 @@ def _qty(value: Decimal | None) -> str:
 
 async def agreement_view(client: ConnectWiseClient, company: Company) -> AgreementView:
     assert company.cw_agreement_id is not None  # noqa: S101 (callers check the mapping)
+    key = company_key(company.id)
     agreement = await client.get_agreement(company.cw_agreement_id)
     additions = sorted(
         await client.list_additions(company.cw_agreement_id),
@@ -59,7 +63,7 @@ async def agreement_view(client: ConnectWiseClient, company: Company) -> Agreeme
         AgreementLine(
             addition_id=a.id,
             product=a.product.identifier,
-            role=_role(a.serial_number),
+            role=_role(a.serial_number, key),
             quantity=_qty(a.quantity),
             unit_price=money_str(a.unit_price or Decimal(0)) or "0.00",
             unit_cost=money_str(a.unit_cost or Decimal(0)) or "0.00",

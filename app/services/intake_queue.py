@@ -9,14 +9,13 @@ On PostgreSQL two batches can be in the database at once, and a second one start
 deliveries as the one being written (or when that one has committed): the open requests settle into two batches of
 about equal size that alternate, one being answered and refilled by this process while the other is in the
 database. (Taking whatever is pending the moment a writer is free instead gathers nearly all of them into one batch,
-and the process waits idle while it is written.) A batch is one call of the `accept_webhook_batch` function: one
-round trip, its own transaction. SQLite has one writer and applies the same rules in Python over Core statements
-(`accept_events`), one transaction per batch.
+and the process waits idle while it is written.) A batch only stores deliveries in the inbox (`app/db/inbox.py`):
+one statement on PostgreSQL, one transaction through SQLAlchemy Core on SQLite. The applier applies them afterwards;
+every committed batch wakes it (`on_stored`).
 
-Signatures are checked in the request against the process's cached secrets; the batch reads each tenant's
-`secrets_version`, and a delivery whose tenant rotated its secrets since it was checked is handed back untouched
-(outcome "recheck"): the request checks it again against the fresh secrets and submits it anew — a rotation without
-grace locks out the old secret at once.
+Signatures are checked in the request against the process's cached secrets; a delivery whose tenant rotated its
+secrets since is handed back untouched (`Stored.recheck`): the request checks it again against the fresh secrets and
+submits it anew — a rotation without grace locks out the old secret at once.
 
 If a batch fails as a whole (a deadlock, a lost connection, one delivery the database refuses), each of its
 deliveries is tried again in a transaction of its own, so one bad delivery fails only its own request.
@@ -35,36 +34,32 @@ from typing import Any
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from app.db.base import utcnow
-from app.db.intake_store import CoreIntakeStore, accept_batch_on_postgres
+from app.db.inbox import Entry, Stored, store_on_core, store_on_postgres
 from app.logging import get_logger
 from app.metrics import Metrics
-from app.services.webhook_intake import Delivery, IntakeResult, accept_events, batch_columns
 
 log = get_logger("app.intake")
 
 
 @dataclass(frozen=True, slots=True)
 class _Pending:
-    delivery: Delivery
-    body: str  # the JSON text as received
-    secrets_version: int  # the version of the secrets its signature was checked against
-    future: asyncio.Future[IntakeResult]
-
-
-# Outcomes of a batch that are not the delivery's own: its tenant's secrets moved since the check (nothing was
-# written for it), or the tenant is gone.
-RECHECK = "recheck"
-UNKNOWN_TENANT = "unknown_tenant"
-DUPLICATE = "duplicate"
+    entry: Entry
+    future: asyncio.Future[Stored]
 
 
 class IntakeQueue:
     def __init__(
-        self, engine: AsyncEngine, metrics: Metrics, *, max_batch: int = 256, writers: int | None = None
+        self,
+        engine: AsyncEngine,
+        metrics: Metrics,
+        *,
+        max_batch: int = 256,
+        writers: int | None = None,
+        on_stored: Callable[[], None] | None = None,
     ) -> None:
         self._engine = engine
         self._metrics = metrics
+        self.on_stored = on_stored
         self._max_batch = max_batch
         self._pending: list[_Pending] = []
         # PostgreSQL: while one batch waits for the database the next one can be prepared and sent (row locks order
@@ -75,16 +70,14 @@ class IntakeQueue:
         self._in_flight: list[int] = []  # the sizes of the batches being written
         self._waiting: list[asyncio.Future[None]] = []  # writers waiting for the pending batch to grow
 
-    async def submit(self, delivery: Delivery, *, body: str, secrets_version: int) -> IntakeResult:
-        """Apply the delivery in the next batch and return its result once that batch has committed: its outcome,
-        "duplicate", or `RECHECK` / `UNKNOWN_TENANT` (nothing written). `body` is the delivery's JSON text, stored as
-        received on PostgreSQL.
+    async def submit(self, entry: Entry) -> Stored:
+        """Store the delivery in the next batch and return once that batch has committed.
 
         Raises whatever the database raised if even a transaction of its own could not take the delivery.
         """
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[IntakeResult] = loop.create_future()
-        self._pending.append(_Pending(delivery, body, secrets_version, future))
+        future: asyncio.Future[Stored] = loop.create_future()
+        self._pending.append(_Pending(entry, future))
         self._wake()
         self._tasks = {t for t in self._tasks if not t.done() and t.get_loop() is loop}
         if len(self._tasks) < self._writers:
@@ -161,11 +154,11 @@ class IntakeQueue:
             async with self._connect() as write:
                 await self._write(write, [pending])
         except Exception as exc:
-            log.exception("intake.failed", webhook_id=pending.delivery.webhook_id)
+            log.exception("intake.failed", webhook_id=pending.entry.webhook_id)
             _settle(pending, exception=exc)
 
     @contextlib.asynccontextmanager
-    async def _connect(self) -> AsyncIterator[Callable[[list[_Pending]], Awaitable[list[IntakeResult]]]]:
+    async def _connect(self) -> AsyncIterator[Callable[[list[_Pending]], Awaitable[list[Stored]]]]:
         """A function that applies one batch and commits it, on a connection held for as long as this is open."""
         if self._engine.dialect.name != "postgresql":
             async with self._engine.connect() as conn:
@@ -182,45 +175,24 @@ class IntakeQueue:
         async with pool.acquire() as conn:
             yield functools.partial(_apply_on_postgres, conn)
 
-    async def _write(
-        self, write: Callable[[list[_Pending]], Awaitable[list[IntakeResult]]], batch: list[_Pending]
-    ) -> None:
-        """Apply the batch; the futures are settled only after it has committed."""
+    async def _write(self, write: Callable[[list[_Pending]], Awaitable[list[Stored]]], batch: list[_Pending]) -> None:
+        """Store the batch; the futures are settled only after it has committed."""
         started = time.perf_counter()
         results = await write(batch)
         self._metrics.intake_batch_size.observe(len(batch))
         self._metrics.intake_batch_latency.observe(time.perf_counter() - started)
         for pending, result in zip(batch, results, strict=True):
             _settle(pending, result=result)
+        if self.on_stored is not None and Stored.stored in results:
+            self.on_stored()
 
 
-async def _apply_on_postgres(conn: asyncpg.Connection, batch: list[_Pending]) -> list[IntakeResult]:
-    columns = batch_columns((p.delivery, p.secrets_version, p.body) for p in batch)
-    return [_result(outcome) for outcome in await accept_batch_on_postgres(conn, columns, now=utcnow())]
+async def _apply_on_postgres(conn: asyncpg.Connection, batch: list[_Pending]) -> list[Stored]:
+    return await store_on_postgres(conn, [p.entry for p in batch])
 
 
-async def _apply_on_core(conn: AsyncConnection, batch: list[_Pending]) -> list[IntakeResult]:
-    async with conn.begin():
-        store = CoreIntakeStore(conn)
-        tenants = await store.tenants(sorted({p.delivery.tenant_id for p in batch}))
-        results: list[IntakeResult | None] = []
-        accepted: list[Delivery] = []
-        for pending in batch:
-            tenant = tenants.get(pending.delivery.tenant_id)
-            if tenant is None:
-                results.append(_result(UNKNOWN_TENANT))
-            elif tenant.secrets_version != pending.secrets_version:
-                results.append(_result(RECHECK))
-            else:
-                results.append(None)
-                accepted.append(pending.delivery)
-        applied = iter(await accept_events(store, accepted, tenants))
-    return [result if result is not None else next(applied) for result in results]
-
-
-@functools.lru_cache(maxsize=64)  # a handful of outcomes; results are immutable and shared
-def _result(outcome: str) -> IntakeResult:
-    return IntakeResult(duplicate=outcome == DUPLICATE, outcome=outcome)
+async def _apply_on_core(conn: AsyncConnection, batch: list[_Pending]) -> list[Stored]:
+    return await store_on_core(conn, [p.entry for p in batch])
 
 
 async def keep_session(conn: asyncpg.Connection) -> None:
@@ -239,7 +211,7 @@ def asyncpg_connect_args(engine: AsyncEngine) -> dict[str, Any]:
     return {k: v for k, v in params.items() if not k.startswith("prepared_statement_")}
 
 
-def _settle(pending: _Pending, *, result: IntakeResult | None = None, exception: BaseException | None = None) -> None:
+def _settle(pending: _Pending, *, result: Stored | None = None, exception: BaseException | None = None) -> None:
     if pending.future.done():
         return
     if exception is not None:

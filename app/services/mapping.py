@@ -1,11 +1,14 @@
-"""Mapping a portal company to its CW company and agreement, and what a company looks like to the API."""
+"""Mapping a portal company to its CW company and agreement (first mapping, adoption, moves, unmapping), whether
+billing applies to it, and what a company looks like to the API."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from zoneinfo import ZoneInfo
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.schemas.common import money_str
@@ -13,16 +16,29 @@ from app.api.schemas.companies import CompanyMapping, CompanyPricing, CompanyRea
 from app.connectwise.client import ConnectWiseClient
 from app.connectwise.conditions import F
 from app.connectwise.errors import CWNotFoundError
-from app.connectwise.schemas import Agreement
-from app.db.base import utcnow
-from app.db.models import BillingProduct, Company, SyncState, Tenant, TrackedAddition
-from app.domain.periods import UnsupportedBillingCycleError, parse_cycle
-from app.errors import UnprocessableError
+from app.connectwise.schemas import Addition, Agreement
+from app.db.models import (
+    AgreementTerm,
+    BillingProduct,
+    ChangeSource,
+    ChangeStatus,
+    Company,
+    LicenseChange,
+    PriceSetting,
+    SyncState,
+    Tenant,
+    TrackedAddition,
+)
+from app.domain.billing import Schedule, Term
+from app.domain.history import OPENING_SEQUENCE
+from app.domain.markers import Kind, Marker, company_key, is_ours
+from app.domain.periods import BillingCycle, UnsupportedBillingCycleError, local_day, parse_cycle, period_containing
+from app.domain.plan import LineValues
+from app.domain.pricing import EffectivePrice, resolve_price
+from app.errors import ConflictError, UnprocessableError
 from app.services.audit import record_audit
-from app.services.billing_inputs import effective_price
-from app.services.sync_schedule import schedule_sync, sync_eligible
-
-MARKER_PREFIX = "cwbs:"
+from app.services.billing_target import load_target, values_to_json
+from app.services.sync_schedule import billing_applies, record_status, schedule_if_wanted
 
 
 class MappingRejectedError(UnprocessableError):
@@ -30,9 +46,33 @@ class MappingRejectedError(UnprocessableError):
     title = "This company or agreement cannot be mapped"
 
 
-def marker(company: Company, role: str) -> str:
-    """The key written into an addition's serial number (≤ 50 characters): `cwbs:<company hex>:<role>`."""
-    return f"{MARKER_PREFIX}{company.id.replace('-', '')}:{role}"
+class MappingConflictError(ConflictError):
+    code = "mapping_conflict"
+    title = "This mapping would bill the same licenses twice or leave days unbilled"
+
+
+def effective_price(company: Company, product: BillingProduct | None) -> EffectivePrice:
+    """The company's override where it has one, else the product's default."""
+    return resolve_price(
+        price_override=company.unit_price_override,
+        cost_override=company.unit_cost_override,
+        default_price=product.unit_price if product else None,
+        default_cost=product.unit_cost if product else None,
+    )
+
+
+def line_values(addition: Addition) -> LineValues:
+    """What CW holds in an addition, in the planner's terms."""
+    zero = Decimal(0)
+    return LineValues(
+        quantity=addition.quantity if addition.quantity is not None else zero,
+        unit_price=addition.unit_price if addition.unit_price is not None else zero,
+        unit_cost=addition.unit_cost if addition.unit_cost is not None else zero,
+        less_included=addition.less_included if addition.less_included is not None else zero,
+        effective=addition.effective_date.date() if addition.effective_date else date(1900, 1, 1),
+        cancelled=addition.cancelled_date.date() if addition.cancelled_date else None,
+        description=addition.invoice_description,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +81,7 @@ class AgreementFacts:
     cycle: str
     bill_start: datetime
     prorate: bool
+    next_invoice: date | None = None
 
 
 async def check_agreement(
@@ -73,7 +114,11 @@ async def check_agreement(
     if anchor is None:
         raise MappingRejectedError(f"Agreement {agreement.id} has no bill start date to anchor its periods")
     return AgreementFacts(
-        name=agreement.name, cycle=parsed.value, bill_start=anchor, prorate=bool(agreement.prorate_flag)
+        name=agreement.name,
+        cycle=parsed.value,
+        bill_start=anchor,
+        prorate=bool(agreement.prorate_flag),
+        next_invoice=agreement.next_invoice_date.date() if agreement.next_invoice_date else None,
     )
 
 
@@ -86,7 +131,16 @@ async def map_company(
     cw_company_id: int,
     cw_agreement_id: int,
     actor: str,
+    now: datetime,
 ) -> None:
+    """Map the company to an agreement (DESIGN §5, agreement changes).
+
+    * A first mapping bills on the agreement from the period containing today; a live addition of the product that
+      is already there is adopted (its quantity is the company's count from its effective date) instead of creating
+      a second one.
+    * A move to another agreement: the old one bills through the end of the current period and nothing after, the
+      new one from the next period — whose first day must be a period start of the new agreement too.
+    """
     product = await session.get(BillingProduct, tenant.id)
     if product is None:
         raise MappingRejectedError("Map the product first (PUT or POST /api/v1/billing/product)")
@@ -100,61 +154,78 @@ async def map_company(
         agreement = await client.get_agreement(cw_agreement_id)
     except CWNotFoundError:
         raise MappingRejectedError(f"ConnectWise has no agreement {cw_agreement_id}") from None
-    now = datetime.now(UTC)
     facts = await check_agreement(client, cw_company_id=cw_company_id, agreement=agreement, now=now)
-
+    today = local_day(now, tenant.timezone)
+    terms = list(
+        await session.scalars(
+            select(AgreementTerm).where(AgreementTerm.company_id == company.id).order_by(AgreementTerm.from_day)
+        )
+    )
     live = (F("product/id") == product.cw_catalog_item_id) & (F("cancelledDate").is_null() | (F("cancelledDate") > now))
-    additions = await client.list_additions(cw_agreement_id, conditions=live)
-    ours = {marker(company, "base")}
-    foreign = [a for a in additions if not (a.serial_number or "").startswith(MARKER_PREFIX)]
-    own_base = [a for a in additions if (a.serial_number or "") in ours]
-    if len(foreign) > 1 and not own_base:
-        ids = ", ".join(str(a.id) for a in foreign)
-        raise MappingRejectedError(
-            f"Agreement {cw_agreement_id} already has {len(foreign)} active additions of {product.identifier} "
-            f"(ids {ids}); cancel all but one in ConnectWise so there is exactly one to adopt",
-            extra={"addition_ids": [a.id for a in foreign]},
-        )
-
+    foreign = [a for a in await client.list_additions(cw_agreement_id, conditions=live) if not is_ours(a.serial_number)]
+    schedule = Schedule(
+        Term(t.from_day, t.cw_agreement_id, BillingCycle(t.billing_cycle), t.bill_start_date) for t in terms
+    )
+    new_cycle, new_anchor = BillingCycle(facts.cycle), facts.bill_start.date()
     before = _mapping_dict(company)
-    # Moving to another agreement: our additions on the old one are no longer written (left as they are in CW).
-    await session.execute(
-        update(TrackedAddition)
-        .where(
-            TrackedAddition.company_id == company.id,
-            TrackedAddition.retired_at.is_(None),
-            TrackedAddition.cw_agreement_id != cw_agreement_id,
-        )
-        .values(retired_at=utcnow())
-    )
-    company.cw_company_id, company.cw_agreement_id = cw_company_id, cw_agreement_id
-    company.agreement_name, company.billing_cycle = facts.name, facts.cycle
-    company.bill_start_date, company.agreement_prorate = facts.bill_start.date(), facts.prorate
-    company.mapped_at = utcnow()
-
-    base = await session.scalar(
-        select(TrackedAddition).where(
-            TrackedAddition.company_id == company.id,
-            TrackedAddition.role == "base",
-            TrackedAddition.retired_at.is_(None),
-        )
-    )
-    adopted_id: int | None = None
-    if base is None:
-        found = own_base[0] if own_base else (foreign[0] if foreign else None)
-        base = TrackedAddition(
+    same = company.cw_agreement_id == cw_agreement_id and terms and terms[-1].cw_agreement_id == cw_agreement_id
+    if same:
+        _store_facts(company, cw_company_id, cw_agreement_id, facts, now)
+        return
+    adopt: Addition | None = None
+    current = schedule.period_containing(today) if terms else None
+    if not terms:  # the first mapping
+        from_day = period_containing(today, cycle=new_cycle, anchor=new_anchor).start
+        if len(foreign) > 1:
+            ids = ", ".join(str(a.id) for a in foreign)
+            raise MappingRejectedError(
+                f"Agreement {cw_agreement_id} already has {len(foreign)} active additions of {product.identifier} "
+                f"(ids {ids}); cancel all but one in ConnectWise so there is exactly one to adopt",
+                extra={"addition_ids": [a.id for a in foreign]},
+            )
+        adopt = foreign[0] if foreign else None
+    else:
+        if foreign:
+            ids = ", ".join(str(a.id) for a in foreign)
+            raise MappingConflictError(
+                f"Agreement {cw_agreement_id} already has additions of {product.identifier} not managed by this "
+                f"service (ids {ids}); this company bills on agreement {company.cw_agreement_id or 'none'} today, so "
+                "they would bill the same seats twice. Cancel them in ConnectWise first.",
+                extra={"addition_ids": [a.id for a in foreign]},
+            )
+        if company.cw_agreement_id is None or current is None:  # billing had ended: it starts again
+            from_day = max(period_containing(today, cycle=new_cycle, anchor=new_anchor).start, terms[-1].from_day)
+        else:  # a move: the new agreement bills from the next period
+            from_day = current.end + timedelta(days=1)
+            start = period_containing(from_day, cycle=new_cycle, anchor=new_anchor).start
+            if start != from_day:
+                raise MappingConflictError(
+                    f"Agreement {cw_agreement_id}'s periods do not start on {from_day:%d %b %Y}, where this company's "
+                    f"next period starts (its period containing that day starts {start:%d %b %Y}); pick an agreement "
+                    "whose billing cycle and bill start day line up, or change them in ConnectWise"
+                )
+    for term in terms:  # a move not in force yet is replaced by this one
+        if term.from_day >= from_day:
+            await session.delete(term)
+    session.add(
+        AgreementTerm(
             tenant_id=tenant.id,
             company_id=company.id,
+            from_day=from_day,
             cw_agreement_id=cw_agreement_id,
-            role="base",
-            marker=marker(company, "base"),
-            cw_addition_id=found.id if found else None,
-            adopted=bool(found and not own_base),
+            billing_cycle=facts.cycle,
+            bill_start_date=new_anchor,
+            created_at=now,
         )
-        session.add(base)
-        adopted_id = found.id if found and not own_base else None
+    )
+    _store_facts(company, cw_company_id, cw_agreement_id, facts, now)
+    company.mapped_at = company.mapped_at or now
     await session.flush()
-    after = _mapping_dict(company) | {"base_addition_id": base.cw_addition_id, "adopted_addition_id": adopted_id}
+    adopted_id = None
+    if adopt is not None:
+        adopted_id = await _adopt(session, tenant=tenant, company=company, agreement_id=cw_agreement_id, line=adopt)
+    await settle_billing(session, tenant=tenant, company=company, now=now, reason="mapped")
+    after = _mapping_dict(company) | {"from_day": from_day, "adopted_addition_id": adopted_id}
     await record_audit(
         session,
         tenant_id=tenant.id,
@@ -165,8 +236,172 @@ async def map_company(
         before=before,
         after=after,
     )
-    if sync_eligible(tenant, company):
-        await schedule_sync(session, tenant_id=tenant.id, company_id=company.id, reason="mapping_changed")
+    await schedule_if_wanted(session, tenant=tenant, company=company, reason="mapping_changed", at=now)
+
+
+async def unmap_company(session: AsyncSession, *, tenant: Tenant, company: Company, actor: str, now: datetime) -> date:
+    """End billing on the agreement: it bills through the end of the current period and nothing after (DESIGN §5).
+    Returns the first day nothing is billed any more."""
+    if company.cw_agreement_id is None:
+        raise MappingConflictError(f"Company {company.external_id} is not mapped")
+    terms = list(
+        await session.scalars(
+            select(AgreementTerm).where(AgreementTerm.company_id == company.id).order_by(AgreementTerm.from_day)
+        )
+    )
+    schedule = Schedule(
+        Term(t.from_day, t.cw_agreement_id, BillingCycle(t.billing_cycle), t.bill_start_date) for t in terms
+    )
+    today = local_day(now, tenant.timezone)
+    current = schedule.period_containing(today)
+    last = terms[-1]
+    ends = current.end + timedelta(days=1) if current is not None else today
+    for term in terms:
+        if term.from_day >= ends and term is not last:
+            await session.delete(term)
+    if last.from_day >= ends:
+        last.cw_agreement_id = None
+        last.from_day = ends
+    else:
+        session.add(
+            AgreementTerm(
+                tenant_id=tenant.id,
+                company_id=company.id,
+                from_day=ends,
+                cw_agreement_id=None,
+                billing_cycle=last.billing_cycle,
+                bill_start_date=last.bill_start_date,
+                created_at=now,
+            )
+        )
+    before = _mapping_dict(company)
+    company.cw_agreement_id = company.cw_company_id = None
+    company.agreement_status = company.next_invoice_date = None
+    await session.flush()
+    await settle_billing(session, tenant=tenant, company=company, now=now, reason="unmapped")
+    await record_audit(
+        session,
+        tenant_id=tenant.id,
+        actor=actor,
+        action="company.unmapped",
+        object_type="company",
+        object_id=company.external_id,
+        before=before,
+        after={"billed_through": ends - timedelta(days=1)},
+    )
+    await schedule_if_wanted(session, tenant=tenant, company=company, reason="mapping_changed", at=now)
+    return ends
+
+
+def _store_facts(company: Company, cw_company_id: int, agreement_id: int, facts: AgreementFacts, now: datetime) -> None:
+    company.cw_company_id, company.cw_agreement_id = cw_company_id, agreement_id
+    company.agreement_name, company.billing_cycle = facts.name, facts.cycle
+    company.bill_start_date, company.agreement_prorate = facts.bill_start.date(), facts.prorate
+    company.agreement_status, company.agreement_checked_at = "Active", now
+    company.next_invoice_date = facts.next_invoice
+
+
+async def _adopt(session: AsyncSession, *, tenant: Tenant, company: Company, agreement_id: int, line: Addition) -> int:
+    """Track an existing addition as the company's base line; its billed quantity is the company's count from its
+    effective date until the first change (the history's opening)."""
+    values = line_values(line)
+    session.add(
+        TrackedAddition(
+            tenant_id=tenant.id,
+            company_id=company.id,
+            cw_agreement_id=agreement_id,
+            kind=Kind.base.value,
+            marker=str(Marker(company_key(company.id), Kind.base, values.effective)),
+            cw_addition_id=line.id,
+            adopted=True,
+            last_written=values_to_json(values),
+        )
+    )
+    opening = datetime.combine(values.effective, time(12), tzinfo=ZoneInfo(tenant.timezone))
+    await session.execute(
+        delete(LicenseChange).where(
+            LicenseChange.company_id == company.id, LicenseChange.source == ChangeSource.adopted.value
+        )
+    )
+    session.add(
+        LicenseChange(
+            tenant_id=tenant.id,
+            company_id=company.id,
+            sequence=OPENING_SEQUENCE,
+            license_count=int(values.quantity - values.less_included),
+            effective_at=opening,
+            received_at=opening,
+            status=ChangeStatus.accepted.value,
+            source=ChangeSource.adopted.value,
+        )
+    )
+    return line.id
+
+
+async def settle_billing(
+    session: AsyncSession, *, tenant: Tenant, company: Company, now: datetime, reason: str
+) -> None:
+    """Record whether billing applies now (enabled, mapped, not deleted). When it starts while an adopted line already
+    bills the current period, billing counts from that period's start, at the adopted line's price (the line billed
+    it in advance); the company's own price applies from the next period."""
+    if billing_applies(company) == company.billing_active:
+        return
+    at = now
+    if billing_applies(company):
+        adopted = await _adopted_billing_now(session, tenant=tenant, company=company, now=now)
+        if adopted is not None:
+            period_start, values = adopted
+            at = datetime.combine(period_start - timedelta(days=1), time(12), tzinfo=ZoneInfo(tenant.timezone))
+            session.add_all(
+                [
+                    PriceSetting(
+                        tenant_id=tenant.id,
+                        company_id=company.id,
+                        set_at=at,
+                        unit_price=values.unit_price,
+                        unit_cost=values.unit_cost,
+                        source="adopted",
+                    ),
+                    PriceSetting(
+                        tenant_id=tenant.id,
+                        company_id=company.id,
+                        set_at=now,
+                        unit_price=company.unit_price_override,
+                        unit_cost=company.unit_cost_override,
+                        source="adopted_until_next_period",
+                    ),
+                ]
+            )
+    record_status(session, company, at=at, reason=reason)
+
+
+async def _adopted_billing_now(
+    session: AsyncSession, *, tenant: Tenant, company: Company, now: datetime
+) -> tuple[date, LineValues] | None:
+    """(the current period's first day, the adopted line's values) when an adopted line billed the current period."""
+    target = await load_target(session, tenant=tenant, company=company, now=now)
+    period = target.billing.schedule.period_containing(target.today)
+    if period is None:
+        return None
+    for row in target.tracked:
+        if row.adopted and row.written is not None and row.written.bills(period.start):
+            return period.start, row.written
+    return None
+
+
+async def current_base(session: AsyncSession, company: Company) -> TrackedAddition | None:
+    """The base line billing now or next (the newest one on the current agreement)."""
+    return await session.scalar(
+        select(TrackedAddition)
+        .where(
+            TrackedAddition.company_id == company.id,
+            TrackedAddition.kind == Kind.base.value,
+            TrackedAddition.retired_at.is_(None),
+            TrackedAddition.cw_agreement_id == company.cw_agreement_id,
+        )
+        .order_by(TrackedAddition.marker.desc())
+        .limit(1)
+    )
 
 
 def _mapping_dict(company: Company) -> dict[str, object]:
@@ -191,13 +426,7 @@ async def company_view(
     if not loaded:
         product = await session.get(BillingProduct, company.tenant_id)
         state = await session.get(SyncState, company.id)
-        base = await session.scalar(
-            select(TrackedAddition).where(
-                TrackedAddition.company_id == company.id,
-                TrackedAddition.role == "base",
-                TrackedAddition.retired_at.is_(None),
-            )
-        )
+        base = await current_base(session, company)
     price = effective_price(company, product)
     mapping = None
     if company.cw_agreement_id is not None and company.cw_company_id is not None:

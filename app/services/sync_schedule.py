@@ -1,90 +1,177 @@
-"""Asking for a reconcile: written in the same transaction as the change that needs it."""
+"""When a company needs a reconcile, and whether billing applies to it: the one home of both rules.
+
+* **Billing applies** to a company that is enabled, mapped and not deleted. Every flip is recorded, with its time, in
+  the company's status timeline (`billing_status_change`): a period is billed from the day billing started and in
+  full for a period in which it stopped (DESIGN §5).
+* **A reconcile is wanted** for a company the tenant bills (its master switch) and that was ever mapped: one whose
+  billing stopped still needs its lines ended and its last period billed.
+* **Marking due** counts one more reason to reconcile and makes the company due by a moment at the latest; any number
+  of reasons before the worker gets to it coalesce into one reconcile. `mark_due_statement` is the same rule for many
+  companies in one statement (the applier).
+"""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from sqlalchemy import select
+from sqlalchemy import Insert, case, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.base import utcnow
-from app.db.models import Company, SyncState, Tenant
-from app.db.upsert import is_postgres
+from app.db.base import table_of
+from app.db.models import BillingStatusChange, Company, SyncState, SyncStatus, Tenant
+from app.db.upsert import is_postgres, upsert_insert
+
+_SYNC_STATE = table_of(SyncState)
+# States a new reason to reconcile turns back into `pending` (with its attempts counted from zero).
+_SETTLED = (SyncStatus.in_sync, SyncStatus.failed, SyncStatus.needs_attention, SyncStatus.paused)
 
 
-class BillingSwitch(Protocol):
-    """A tenant as far as scheduling cares: whether its billing is on at all."""
-
-    @property
-    def id(self) -> str: ...
-
-    @property
-    def billing_enabled(self) -> bool: ...
-
-
-class Schedulable(Protocol):
+class Billable(Protocol):
     billing_enabled: bool
     deleted_at: datetime | None
     cw_agreement_id: int | None
 
 
-def sync_eligible(tenant: BillingSwitch, company: Schedulable) -> bool:
-    """Whether a change of this company should reach CW now (otherwise it waits in the ledger)."""
-    return (
-        tenant.billing_enabled
-        and company.billing_enabled
-        and company.deleted_at is None
-        and company.cw_agreement_id is not None
+def billing_applies(company: Billable) -> bool:
+    """Enabled, mapped and not deleted."""
+    return company.billing_enabled and company.cw_agreement_id is not None and company.deleted_at is None
+
+
+class Reconcilable(Protocol):
+    mapped_at: datetime | None
+
+
+class TenantSwitch(Protocol):
+    @property
+    def billing_enabled(self) -> bool: ...
+
+
+def reconcile_wanted(tenant: TenantSwitch, company: Reconcilable) -> bool:
+    """The tenant bills, and the company was mapped at some point (its lines may need writing or ending)."""
+    return tenant.billing_enabled and company.mapped_at is not None
+
+
+def record_status(session: AsyncSession, company: Company, *, at: datetime, reason: str) -> bool:
+    """Record a flip of `billing_applies` in the company's status timeline; True if it flipped."""
+    active = billing_applies(company)
+    if active == company.billing_active:
+        return False
+    company.billing_active = active
+    session.add(
+        BillingStatusChange(
+            tenant_id=company.tenant_id, company_id=company.id, changed_at=at, active=active, reason=reason
+        )
     )
-
-
-async def schedule_sync(
-    session: AsyncSession, *, tenant_id: str, company_id: str, reason: str, at: datetime | None = None
-) -> SyncState:
-    """Mark the company due. Repeated calls before the worker runs coalesce into one reconcile."""
-    state = await session.get(SyncState, company_id, with_for_update=is_postgres(session))
-    if state is None:
-        state = new_sync_state(company_id=company_id, tenant_id=tenant_id)
-        session.add(state)
-    mark_due(state, reason=reason, due=at or utcnow())
-    return state
+    return True
 
 
 def new_sync_state(*, company_id: str, tenant_id: str) -> SyncState:
-    return SyncState(company_id=company_id, tenant_id=tenant_id, status="in_sync", generation=0, attempts=0)
+    return SyncState(company_id=company_id, tenant_id=tenant_id, status=SyncStatus.in_sync, generation=0, attempts=0)
 
 
 def mark_due(state: SyncState, *, reason: str, due: datetime, changes: int = 1) -> None:
-    """Count `changes` more reasons to reconcile and make the company due by `due` at the latest.
-
-    `app/db/intake_store.py` applies the same rule in SQL to many companies at once.
-    """
+    """Count `changes` more reasons to reconcile and make the company due by `due` at the latest."""
     state.generation += changes
     state.reason = reason
     if state.due_at is None or state.due_at > due:
         state.due_at = due
-    if state.status in ("in_sync", "failed"):
-        state.status = "pending"
+    if state.status in _SETTLED:
+        state.status = SyncStatus.pending
         state.attempts = 0
 
 
-async def schedule_eligible(
-    session: AsyncSession, *, tenant_id: str, reason: str, only_default_priced: bool = False
+async def schedule_sync(
+    session: AsyncSession, *, tenant_id: str, company_id: str, reason: str, at: datetime
+) -> SyncState:
+    """Mark the company due (creating its sync state if it has none)."""
+    state = await session.get(SyncState, company_id, with_for_update=is_postgres(session))
+    if state is None:
+        state = new_sync_state(company_id=company_id, tenant_id=tenant_id)
+        session.add(state)
+    mark_due(state, reason=reason, due=at)
+    return state
+
+
+async def schedule_if_wanted(
+    session: AsyncSession, *, tenant: Tenant, company: Company, reason: str, at: datetime
+) -> SyncState | None:
+    """Mark the company due if a reconcile is wanted for it (see `reconcile_wanted`)."""
+    if not reconcile_wanted(tenant, company):
+        return None
+    return await schedule_sync(session, tenant_id=tenant.id, company_id=company.id, reason=reason, at=at)
+
+
+async def schedule_tenant(
+    session: AsyncSession, *, tenant_id: str, reason: str, at: datetime, only_default_priced: bool = False
 ) -> int:
-    """Schedule every company that can sync now (the SQL form of `sync_eligible`)."""
+    """Mark every company of the tenant that wants a reconcile due (`reconcile_wanted`, in SQL)."""
     tenant = await session.get(Tenant, tenant_id)
     if tenant is None or not tenant.billing_enabled:
         return 0
-    statement = select(Company.id).where(
-        Company.tenant_id == tenant_id,
-        Company.billing_enabled.is_(True),
-        Company.deleted_at.is_(None),
-        Company.cw_agreement_id.is_not(None),
-    )
+    statement = select(Company.id).where(Company.tenant_id == tenant_id, Company.mapped_at.is_not(None))
     if only_default_priced:
         statement = statement.where((Company.unit_price_override.is_(None)) | (Company.unit_cost_override.is_(None)))
     ids = list(await session.scalars(statement))
-    for company_id in ids:
-        await schedule_sync(session, tenant_id=tenant_id, company_id=company_id, reason=reason)
+    if ids:
+        await session.execute(
+            mark_due_statement(session.bind.dialect.name if session.bind else "sqlite"),
+            [
+                {"company_id": i, "tenant_id": tenant_id, "reason": reason, "due_at": at, "generation": 1}
+                for i in sorted(ids)
+            ],
+        )
     return len(ids)
+
+
+@dataclass(frozen=True, slots=True)
+class Due:
+    company_id: str
+    tenant_id: str
+    due_at: datetime
+    changes: int = 1
+
+
+@functools.cache
+def mark_due_statement(dialect: str) -> Insert:
+    """`mark_due` for many companies in one executemany, creating a missing sync state on the way. Parameters per
+    company: `company_id`, `tenant_id`, `reason`, `due_at` and `generation` (the number of new reasons)."""
+    statement = upsert_insert(dialect)(_SYNC_STATE).values(status=SyncStatus.pending.value, attempts=0)
+    current, new = _SYNC_STATE.c, statement.excluded
+    settled = current.status == _SETTLED[0].value  # no IN: executemany can't expand it
+    for status in _SETTLED[1:]:
+        settled = settled | (current.status == status.value)
+    return statement.on_conflict_do_update(
+        index_elements=[current.company_id],
+        set_={
+            "generation": current.generation + new.generation,
+            "reason": new.reason,
+            "due_at": case(
+                (current.due_at.is_(None) | (current.due_at > new.due_at), new.due_at), else_=current.due_at
+            ),
+            "status": case((settled, SyncStatus.pending.value), else_=current.status),
+            "attempts": case((settled, 0), else_=current.attempts),
+        },
+    )
+
+
+async def mark_many_due(session: AsyncSession, due: Sequence[Due], *, reason: str) -> None:
+    if not due:
+        return
+    dialect = session.bind.dialect.name if session.bind else "sqlite"
+    await session.execute(
+        mark_due_statement(dialect),
+        [
+            {
+                "company_id": d.company_id,
+                "tenant_id": d.tenant_id,
+                "reason": reason,
+                "due_at": d.due_at,
+                "generation": d.changes,
+            }
+            for d in sorted(due, key=lambda d: d.company_id)  # one order for every writer: no deadlocks
+        ],
+    )

@@ -1,58 +1,48 @@
 """One reconcile of one company: read what CW holds, plan, apply — with every step safe to crash in.
 
 Transactions are short and never span a CW call. Before a create, the tracked row is committed with
-`create_pending`; before any write, the values about to be written are committed as `pending_write`. A crash or a
-lost response therefore leaves enough behind for the next run to recognise its own write (by marker, by values)
-instead of creating a duplicate or calling its own write a hand edit.
+`create_pending`; before any write, the values about to be written are committed among the row's `uncertain`
+writes. A crash or a lost response therefore leaves enough behind for the next run to recognise its own write (by
+marker, by values) instead of creating a duplicate or calling its own write a hand edit. Every transaction before a
+CW write and after it first renews the worker's lease on the company (`hold`): a worker that lost it writes nothing
+more and commits nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.connectwise.client import ConnectWiseClient, replace
-from app.connectwise.conditions import F
-from app.connectwise.errors import CWNotFoundError
-from app.connectwise.schemas import Addition, Agreement
+from app.connectwise.client import ConnectWiseClient
+from app.connectwise.errors import CWNotFoundError, CWValidationError
+from app.connectwise.schemas import Addition, AdditionWrite, Agreement
 from app.context import AppContext
-from app.db.base import utcnow
-from app.db.models import BillingProduct, Company, SyncState, Tenant, TrackedAddition
-from app.domain.periods import BillingCycle
-from app.domain.plan import (
-    MANAGED_FIELDS,
-    ActualAddition,
-    Operation,
-    OpKind,
-    Role,
-    desired_additions,
-    plan,
-    replace_inputs,
-)
-from app.domain.proration import ProrationMode
+from app.db.models import AgreementTerm, Company, SyncState, SyncStatus, Tenant, TrackedAddition
+from app.domain.markers import is_ours
+from app.domain.periods import local_day
+from app.domain.plan import Line, LineValues, Operation, OpKind, Plan, frontier, plan
 from app.services.audit import record_audit
-from app.services.billing_inputs import (
-    current_fields,
-    fields_from_json,
-    fields_payload,
-    fields_to_json,
-    load_inputs,
-    same_fields,
-)
+from app.services.billing_target import Target, TrackedRow, load_target, values_from_json, values_to_json
 from app.services.cw_connections import client_for, get_connection
-from app.services.mapping import AgreementFacts, MappingRejectedError, check_agreement
-from app.services.sync_schedule import sync_eligible
+from app.services.mapping import MappingRejectedError, check_agreement, line_values
 
 # A hook for fault-injection tests: called with a step name; raising simulates a crash at that step.
 CrashHook = Callable[[str], Awaitable[None]]
+Hold = Callable[[AsyncSession], Awaitable[None]]
+AGREEMENT_TTL = timedelta(hours=1)  # how long what CW showed of an agreement is trusted before it is read again
+UNCERTAIN_KEPT = 5
 
 
 async def _no_crash(_step: str) -> None:
+    return None
+
+
+async def _no_lease(_session: AsyncSession) -> None:
     return None
 
 
@@ -62,76 +52,18 @@ class MappingStaleError(Exception):
 
 @dataclass
 class Outcome:
-    status: str  # in_sync | drift | awaiting_approval | paused
+    status: SyncStatus
     operations: int = 0
     drift: list[dict[str, Any]] | None = None
     detail: str | None = None
     snapshot: dict[str, Any] | None = None  # what CW holds now, by addition id
     pending_plan: dict[str, Any] | None = None  # review mode: the change set waiting for approval
+    wakeup: datetime | None = None  # come back then even if nothing happens (a future-dated change takes effect)
+    discrepancies: int = 0  # periods whose lines could not be made to add up (a held hand edit)
 
 
-async def _tracked(session: AsyncSession, company: Company) -> list[TrackedAddition]:
-    return list(
-        await session.scalars(
-            select(TrackedAddition).where(
-                TrackedAddition.company_id == company.id,
-                TrackedAddition.retired_at.is_(None),
-                TrackedAddition.cw_agreement_id == company.cw_agreement_id,
-            )
-        )
-    )
-
-
-def _actual(
-    rows: list[TrackedAddition], in_cw: dict[int, Addition], by_serial: dict[str, Addition]
-) -> tuple[list[ActualAddition], bool]:
-    """What we track, matched with what CW holds. Also settles writes whose answers were lost: returns whether a
-    tracked row changed (and must be saved)."""
-    actual, dirty = [], False
-    for row in rows:
-        found = in_cw.get(row.cw_addition_id) if row.cw_addition_id is not None else None
-        if found is None and row.cw_addition_id is None and row.create_pending:
-            found = by_serial.get(row.marker)  # a create whose answer we never got
-            if found is not None:
-                row.cw_addition_id, dirty = found.id, True
-        current = current_fields(found) if found is not None else None
-        last = fields_from_json(row.last_written)
-        pending = fields_from_json(row.pending_write)
-        if current is not None and pending is not None and same_fields(pending, current, tuple(pending)):
-            last = {**(last or {}), **pending}  # our own write landed; its answer was lost
-            row.last_written, dirty = fields_to_json(last), True
-        if current is not None and (row.create_pending or row.pending_write is not None):
-            row.create_pending, row.pending_write, dirty = False, None, True
-        actual.append(
-            ActualAddition(
-                marker=row.marker,
-                role=Role(row.role),
-                cw_addition_id=row.cw_addition_id,
-                current=current if (current is not None or row.cw_addition_id is not None) else None,
-                last_written=last,
-            )
-        )
-    return actual, dirty
-
-
-async def refreshed_facts(
-    client: ConnectWiseClient,
-    *,
-    agreement_id: int,
-    cw_company_id: int,
-    now: datetime,
-    agreement: Agreement | None = None,
-) -> AgreementFacts:
-    """The agreement as CW has it now (prefetched by the worker for a whole batch when possible)."""
-    try:
-        agreement = agreement or await client.get_agreement(agreement_id)
-        return await check_agreement(client, cw_company_id=cw_company_id, agreement=agreement, now=now)
-    except CWNotFoundError:
-        raise MappingStaleError(
-            f"agreement {agreement_id} no longer exists in ConnectWise; remap the company"
-        ) from None
-    except MappingRejectedError as exc:
-        raise MappingStaleError(f"{exc.detail}; remap the company") from None
+def addition_snapshot(addition: Addition) -> dict[str, Any]:
+    return values_to_json(line_values(addition)) | {"serial_number": addition.serial_number}
 
 
 async def reconcile_company(
@@ -139,186 +71,430 @@ async def reconcile_company(
     company_pk: str,
     *,
     client: ConnectWiseClient | None = None,
-    refresh_agreement: bool = False,
     agreement: Agreement | None = None,
     crash: CrashHook = _no_crash,
+    hold: Hold = _no_lease,
     now: datetime | None = None,
     overwrite_drift: bool = False,
 ) -> Outcome:
     """Plan and apply one company. The caller (the worker) records the returned outcome in the sync state."""
-    now = now or datetime.now(UTC)
+    now = now or ctx.now()
     async with ctx.sessionmaker() as session, session.begin():
         company = await session.get(Company, company_pk)
         if company is None:
-            return Outcome(status="paused", detail="company no longer exists")
+            return Outcome(SyncStatus.paused, detail="the company no longer exists")
         tenant = await session.get(Tenant, company.tenant_id)
         assert tenant is not None  # noqa: S101 (foreign key)
         state = await session.get(SyncState, company.id)
-        if not sync_eligible(tenant, company) or company.cw_agreement_id is None:
-            return Outcome(status="paused", detail="billing is off, the company is not enabled, or not mapped")
-        product = await session.get(BillingProduct, tenant.id)
-        if product is None:
-            return Outcome(status="paused", detail="no product mapped")
+        target = await load_target(session, tenant=tenant, company=company, now=now)
+        _refresh_count(company, target)
+        if not tenant.billing_enabled:
+            return Outcome(SyncStatus.paused, detail="billing is off for the tenant (the master switch)")
+        if company.mapped_at is None or not target.billing.schedule:
+            return Outcome(SyncStatus.paused, detail="the company is not mapped to an agreement")
+        if target.product_id is None:
+            return Outcome(SyncStatus.paused, detail="no product is mapped")
         if client is None:
             client = client_for(ctx, await get_connection(session, tenant.id), attempts=3, retry_timeout=20)
-        inputs = await load_inputs(session, tenant=tenant, company=company, now=now)
-        agreement_id = company.cw_agreement_id
-        cw_company_id = company.cw_company_id or 0
-        product_id = product.cw_catalog_item_id
         approved = state is not None and state.approved_generation == state.generation
-        generation = state.generation if state else 0
-        reason = state.reason if state else None
-        review = tenant.sync_mode == "review"
-        overwrite = tenant.drift_policy == "overwrite" or overwrite_drift
-        tenant_id = tenant.id
-        stored = (company.billing_cycle, company.bill_start_date, company.agreement_name, company.agreement_prorate)
+        generation, reason = (state.generation, state.reason) if state else (0, None)
 
-    if refresh_agreement or agreement is not None:
-        facts = await refreshed_facts(
-            client, agreement_id=agreement_id, cw_company_id=cw_company_id, now=now, agreement=agreement
-        )
-        fresh = (facts.cycle, facts.bill_start.date(), facts.name, facts.prorate)
-        if fresh != stored:  # CW changed the agreement: keep our copy in step and plan with it
-            async with ctx.sessionmaker() as session, session.begin():
-                row = await _company(session, company_pk)
-                row.billing_cycle, row.bill_start_date, row.agreement_name, row.agreement_prorate = fresh
-            inputs = replace_inputs(inputs, cycle=BillingCycle(facts.cycle), anchor=facts.bill_start.date())
-
+    target = await _check_agreement(ctx, client, target, now=now, agreement=agreement)
+    frontier_period = frontier(target.situation())
     await crash("before_read")
-    additions = await client.list_additions(agreement_id, conditions=F("product/id") == product_id)
-    in_cw = {a.id: a for a in additions}
-    by_serial = {a.serial_number: a for a in additions if a.serial_number}
-
-    async with ctx.sessionmaker() as session:
-        rows = await _tracked(session, await _company(session, company_pk))
-        actual, dirty = _actual(rows, in_cw, by_serial)
-        if dirty:
-            await session.commit()
-        else:
-            await session.rollback()
-    result = plan(desired_additions(inputs), actual, overwrite_drift=overwrite)
+    wanted = _agreements_to_read(target, frontier_period.start if frontier_period else None)
+    target = await _check_others(ctx, client, target, wanted, now=now)
+    situation = target.situation(overwrite_drift=overwrite_drift)
+    additions = await _read(client, target, wanted)
+    lines = await _match(ctx, target, additions)
+    result = plan(situation, lines)
+    snapshot = {str(a.id): addition_snapshot(a) for found in additions.values() for a in found}
     drift = [
-        {"marker": d.marker, "role": d.role.value, "cw_addition_id": d.cw_addition_id, "detail": d.describe()}
+        {
+            "marker": str(d.marker),
+            "line": d.marker.kind.value,
+            "cw_addition_id": d.addition_id,
+            "agreement_id": d.agreement_id,
+            "detail": d.describe(),
+        }
         for d in result.drifts
     ]
-    snapshot = {str(a.id): fields_to_json(current_fields(a)) | {"serial_number": a.serial_number} for a in additions}
-
-    if review and not result.empty and not approved:
+    wakeup = _wakeup(result, target)
+    if target.sync_mode == "review" and not result.empty and not approved:
         pending = {
             "generation": generation,
             "reason": reason,
-            "operations": [
-                {
-                    "kind": op.kind.value,
-                    "role": op.role.value,
-                    "cw_addition_id": op.cw_addition_id,
-                    "changes": fields_to_json(dict(op.changes)),
-                }
-                for op in result.operations
-            ],
+            "operations": [op.describe() for op in result.operations],
         }
-        return Outcome(status="awaiting_approval", drift=drift or None, snapshot=snapshot, pending_plan=pending)
-
+        return Outcome(SyncStatus.awaiting_approval, drift=drift or None, snapshot=snapshot, pending_plan=pending)
     applied = 0
     for operation in result.operations:
-        written = await _apply(
-            ctx,
-            client,
-            company_pk=company_pk,
-            tenant_id=tenant_id,
-            agreement_id=agreement_id,
-            product_id=product_id,
-            op=operation,
-            crash=crash,
-            mode=inputs.mode,
-            period_start=inputs.period.start,
-        )
-        snapshot[str(written.id)] = fields_to_json(current_fields(written)) | {"serial_number": written.serial_number}
+        written = await _apply(ctx, client, target, operation, crash=crash, hold=hold)
+        if written is None:
+            snapshot.pop(str(operation.addition_id), None)
+        else:
+            snapshot[str(written.id)] = addition_snapshot(written)
         applied += 1
-    status = "drift" if result.held else "in_sync"
-    return Outcome(status=status, operations=applied, drift=drift or None, snapshot=snapshot)
+    status = SyncStatus.drift if result.held else SyncStatus.in_sync
+    return Outcome(
+        status,
+        operations=applied,
+        drift=drift or None,
+        snapshot=snapshot,
+        wakeup=wakeup,
+        discrepancies=len({(m.kind, m.first) for m in result.held}),
+    )
 
 
-async def _company(session: AsyncSession, company_pk: str) -> Company:
-    company = await session.get(Company, company_pk)
-    if company is None:
-        raise LookupError(company_pk)
-    return company
+def _refresh_count(company: Company, target: Target) -> None:
+    """The company's count today, from its history (a future-dated change counts from its day)."""
+    count = target.billing.history.count_on(target.today)
+    if company.license_count != count:
+        company.license_count = count
+
+
+def _wakeup(result: Plan, target: Target) -> datetime | None:
+    if result.next_wakeup is None:
+        return None
+    from zoneinfo import ZoneInfo
+
+    return datetime.combine(result.next_wakeup, datetime.min.time(), tzinfo=ZoneInfo(target.timezone))
+
+
+async def _check_agreement(
+    ctx: AppContext, client: ConnectWiseClient, target: Target, *, now: datetime, agreement: Agreement | None
+) -> Target:
+    """Read the current agreement when it was prefetched or is not fresh. A cancelled, expired or deleted agreement
+    is never written to: the day it ended is recorded (no period after it is billed there) and the company needs
+    attention until it is remapped."""
+    if target.agreement_id is None:
+        return target
+    fresh = target.agreement_checked_at is not None and now - target.agreement_checked_at < AGREEMENT_TTL
+    if agreement is None and fresh:
+        if target.agreement_status in ("Cancelled", "Expired", "Gone"):
+            raise MappingStaleError(
+                f"agreement {target.agreement_id} is {target.agreement_status.lower()} in ConnectWise; remap the "
+                "company to an agreement that bills"
+            )
+        return target
+    today = local_day(now, target.timezone)
+    try:
+        read = agreement or await client.get_agreement(target.agreement_id)
+    except CWNotFoundError:
+        await _store_agreement(ctx, target, status="Gone", next_invoice=None, now=now, ended_on=today)
+        raise MappingStaleError(
+            f"agreement {target.agreement_id} no longer exists in ConnectWise; remap the company"
+        ) from None
+    ended = ended_on(read, today)
+    if ended is not None:
+        status = "Cancelled" if read.cancelled_flag else "Expired"
+        await _store_agreement(ctx, target, status=status, next_invoice=None, now=now, ended_on=ended)
+        raise MappingStaleError(
+            f"agreement {target.agreement_id} ('{read.name}') was {status.lower()} in ConnectWise on {ended}; remap "
+            "the company to an agreement that bills (what it owes meanwhile is caught up there)"
+        )
+    try:
+        await check_agreement(client, cw_company_id=target.cw_company_id or 0, agreement=read, now=now)
+    except MappingRejectedError as exc:
+        raise MappingStaleError(f"{exc.detail}; remap the company") from None
+    next_invoice = read.next_invoice_date.date() if read.next_invoice_date else None
+    await _store_agreement(ctx, target, status="Active", next_invoice=next_invoice, now=now)
+    return replace(target, agreement_status="Active", next_invoice_date=next_invoice, agreement_checked_at=now)
+
+
+def ended_on(agreement: Agreement, today: date) -> date | None:
+    """The day the agreement stopped billing in CW: the day it was cancelled, or its end date once past."""
+    if agreement.cancelled_flag or (agreement.agreement_status or "").lower() == "cancelled":
+        return agreement.date_cancelled.date() if agreement.date_cancelled else today
+    end = agreement.end_date.date() if agreement.end_date else None
+    if end is not None and end < today and not agreement.no_ending_date_flag:
+        return end
+    return None
+
+
+async def _store_agreement(
+    ctx: AppContext,
+    target: Target,
+    *,
+    status: str,
+    next_invoice: date | None,
+    now: datetime,
+    ended_on: date | None = None,
+) -> None:
+    async with ctx.sessionmaker() as session, session.begin():
+        company = await session.get(Company, target.company_pk)
+        if company is not None:
+            company.agreement_status, company.next_invoice_date = status, next_invoice
+            company.agreement_checked_at = now
+        if ended_on is not None:
+            await session.execute(
+                update(AgreementTerm)
+                .where(
+                    AgreementTerm.tenant_id == target.tenant_id,
+                    AgreementTerm.cw_agreement_id == target.agreement_id,
+                    AgreementTerm.ended_on.is_(None),
+                )
+                .values(ended_on=ended_on)
+            )
+
+
+def _agreements_to_read(target: Target, f_start: date | None) -> set[int]:
+    """Every agreement that may be written: the current one, and any other that still holds an open line of the
+    company (after a move), unless it already ended in CW."""
+    agreements = {target.agreement_id} if target.agreement_id is not None else set()
+    schedule = target.billing.schedule
+    for row in target.tracked:
+        if row.agreement_id in agreements or schedule.ended(row.agreement_id) is not None:
+            continue
+        values = row.written
+        open_line = values is None or (
+            f_start is not None
+            and (values.effective >= f_start or values.cancelled is None or values.cancelled >= f_start)
+        )
+        if open_line:
+            agreements.add(row.agreement_id)
+    return agreements
+
+
+async def _check_others(
+    ctx: AppContext, client: ConnectWiseClient, target: Target, agreements: set[int], *, now: datetime
+) -> Target:
+    """Agreements the company left that still hold its open lines: read them (one call), and record the end of any
+    that ended in CW (nothing is written there any more)."""
+    others = sorted(a for a in agreements if a != target.agreement_id)
+    if not others:
+        return target
+    today = local_day(now, target.timezone)
+    found = {a.id: a for a in await client.get_agreements(others)}
+    ended: dict[int, date] = {}
+    for agreement_id in others:
+        read = found.get(agreement_id)
+        day = ended_on(read, today) if read is not None else today
+        if day is not None:
+            ended[agreement_id] = day
+    if not ended:
+        return target
+    async with ctx.sessionmaker() as session, session.begin():
+        for agreement_id, day in ended.items():
+            await session.execute(
+                update(AgreementTerm)
+                .where(
+                    AgreementTerm.tenant_id == target.tenant_id,
+                    AgreementTerm.cw_agreement_id == agreement_id,
+                    AgreementTerm.ended_on.is_(None),
+                )
+                .values(ended_on=day)
+            )
+        company = await session.get(Company, target.company_pk)
+        assert company is not None  # noqa: S101 (read in this run)
+        tenant = await session.get(Tenant, target.tenant_id)
+        assert tenant is not None  # noqa: S101 (foreign key)
+        return replace(target, billing=(await load_target(session, tenant=tenant, company=company, now=now)).billing)
+
+
+async def _read(client: ConnectWiseClient, target: Target, agreements: set[int]) -> dict[int, list[Addition]]:
+    """The product's additions on the agreements that may be written (ended ones are skipped)."""
+    assert target.product_id is not None  # noqa: S101 (checked by the caller)
+    schedule = target.billing.schedule
+    return {
+        a: await client.find_lines(a, product_id=target.product_id)
+        for a in sorted(agreements)
+        if schedule.ended(a) is None
+    }
+
+
+async def _match(ctx: AppContext, target: Target, additions: dict[int, list[Addition]]) -> list[Line]:
+    """Tracked rows matched with what CW holds. Settles what the last runs could not learn: a create whose answer
+    was lost is found by its marker; a write whose answer was lost is the service's own when CW holds its values."""
+    by_id = {a.id: (agreement, a) for agreement, found in additions.items() for a in found}
+    by_serial = {
+        (agreement, a.serial_number): a for agreement, found in additions.items() for a in found if a.serial_number
+    }
+    lines: list[Line] = []
+    settled: dict[int, tuple[int | None, LineValues | None]] = {}
+    deleted: list[int] = []
+    for row in target.tracked:
+        read = row.agreement_id in additions
+        found = None
+        if row.addition_id is not None:
+            hit = by_id.get(row.addition_id)
+            found = hit[1] if hit and hit[0] == row.agreement_id else None
+        if row.delete_pending and read and found is None:
+            deleted.append(row.id)  # a delete whose answer was lost: it happened
+            continue
+        elif row.create_pending and read:
+            found = by_serial.get((row.agreement_id, str(row.marker)))
+        current = line_values(found) if found is not None else (None if read else row.written)
+        written = row.written
+        if found is not None and (row.addition_id is None or (current != written and current in row.uncertain)):
+            written = current  # our own write, whose answer never came
+            settled[row.id] = (found.id, current)
+        lines.append(
+            Line(
+                marker=row.marker,
+                agreement_id=row.agreement_id,
+                addition_id=found.id if found is not None else row.addition_id,
+                current=current,
+                written=written,
+                uncertain=row.uncertain,
+                adopted=row.adopted,
+            )
+        )
+    if settled or deleted:
+        async with ctx.sessionmaker() as session, session.begin():
+            for row_id, (addition_id, values) in settled.items():
+                tracked = await session.get(TrackedAddition, row_id)
+                if tracked is not None and values is not None:
+                    tracked.cw_addition_id, tracked.create_pending = addition_id, False
+                    tracked.last_written = values_to_json(values)
+            for row_id in deleted:
+                tracked = await session.get(TrackedAddition, row_id)
+                if tracked is not None:
+                    _retire(tracked, ctx.now())
+    return lines
+
+
+def _retire(row: TrackedAddition, now: datetime) -> None:
+    row.retired_at, row.delete_pending, row.uncertain = now, False, None
 
 
 async def _apply(
-    ctx: AppContext,
-    client: ConnectWiseClient,
-    *,
-    company_pk: str,
-    tenant_id: str,
-    agreement_id: int,
-    product_id: int,
-    op: Operation,
-    crash: CrashHook,
-    mode: ProrationMode,
-    period_start: Any,
-) -> Addition:
-    written = fields_to_json(dict(op.changes)) if op.kind is not OpKind.create else fields_to_json(op.fields.as_dict())
+    ctx: AppContext, client: ConnectWiseClient, target: Target, op: Operation, *, crash: CrashHook, hold: Hold
+) -> Addition | None:
+    """Send one operation, recording first what an unanswered request may have done; the written addition (None
+    for a delete)."""
+    if op.kind is OpKind.delete:
+        await _delete(ctx, client, target, op, crash=crash, hold=hold)
+        return None
+    intended = values_to_json(op.values)
     async with ctx.sessionmaker() as session, session.begin():
-        row = await session.scalar(
-            select(TrackedAddition).where(TrackedAddition.tenant_id == tenant_id, TrackedAddition.marker == op.marker)
-        )
-        if row is None:
-            row = TrackedAddition(
-                tenant_id=tenant_id,
-                company_id=company_pk,
-                cw_agreement_id=agreement_id,
-                role=op.role.value,
-                marker=op.marker,
-                period_start=period_start if op.role is not Role.base else None,
-            )
-            session.add(row)
+        await hold(session)
+        row = await _tracked_row(session, target, op)
         if op.kind is OpKind.create:
-            row.create_pending = True
-            row.cw_addition_id = None
-            row.retired_at = None
-        row.pending_write = written
+            row.create_pending, row.cw_addition_id = True, None
+        row.delete_pending = False
+        row.uncertain = [*(row.uncertain or [])[-(UNCERTAIN_KEPT - 1) :], intended]
     await crash("before_cw_write")
-    if op.kind is OpKind.create:
-        body = {
-            "product": {"id": product_id},
-            "billCustomer": "Billable",
-            "serialNumber": op.marker,
-            **fields_payload(op.fields.as_dict()),
-        }
-        if body.get("cancelledDate") is None:
-            body.pop("cancelledDate", None)
-        addition = await client.create_addition(agreement_id, body)
-        action = "cw.addition.created"
-    else:
-        assert op.cw_addition_id is not None  # noqa: S101 (patch and zero ops name an existing addition)
-        operations = [replace(k, v) for k, v in fields_payload(dict(op.changes)).items()]
-        addition = await client.patch_addition(agreement_id, op.cw_addition_id, operations)
-        action = "cw.addition.zeroed" if op.kind is OpKind.zero else "cw.addition.patched"
+    try:
+        if op.kind is OpKind.create:
+            assert target.product_id is not None  # noqa: S101 (checked before planning)
+            addition = await client.add_line(
+                op.agreement_id,
+                product_id=target.product_id,
+                serial_number=str(op.marker),
+                values=_write_of(op.values, tuple(op.changes)),
+            )
+        else:
+            assert op.addition_id is not None  # noqa: S101 (a patch names an existing addition)
+            addition = await client.update_line(
+                op.agreement_id, op.addition_id, _write_of(op.values, tuple(op.changes))
+            )
+    except CWValidationError as exc:
+        if any(e.field == "agreementId" for e in exc.errors):  # CW refuses: the agreement ended meanwhile
+            async with ctx.sessionmaker() as session, session.begin():
+                company = await session.get(Company, target.company_pk)
+                if company is not None:
+                    company.agreement_checked_at = None  # read it again on the next run (and record its end)
+            raise MappingStaleError(f"ConnectWise refused the write: {exc.describe()}; remap the company") from None
+        raise
     await crash("after_cw_write")
     async with ctx.sessionmaker() as session, session.begin():
-        row = await session.scalar(
-            select(TrackedAddition).where(TrackedAddition.tenant_id == tenant_id, TrackedAddition.marker == op.marker)
-        )
-        assert row is not None  # noqa: S101 (written above)
-        before = dict(row.last_written) if row.last_written else None  # already JSON: as the audit stores it
-        merged = {**(row.last_written or {}), **written}
-        row.last_written = {k: v for k, v in merged.items() if k in MANAGED_FIELDS}
-        row.last_written_at = utcnow()
-        row.cw_addition_id = addition.id
-        row.create_pending = False
-        row.pending_write = None
-        company = await session.get(Company, company_pk)
+        await hold(session)
+        row = await _tracked_row(session, target, op)
+        before = dict(row.last_written) if row.last_written else None
+        row.last_written = intended
+        row.last_written_at = ctx.now()
+        row.cw_addition_id, row.create_pending = addition.id, False
+        row.uncertain = [u for u in row.uncertain or [] if u != intended] or None
         await record_audit(
             session,
-            tenant_id=tenant_id,
+            tenant_id=target.tenant_id,
             actor="sync",
-            action=action,
+            action="cw.addition.created" if op.kind is OpKind.create else "cw.addition.patched",
             object_type="company",
-            object_id=company.external_id if company else company_pk,
+            object_id=target.company_id,
             before=before,
-            after={"cw_addition_id": addition.id, "role": op.role.value, "mode": mode.value, **written},
+            after={
+                "cw_addition_id": addition.id,
+                "agreement_id": op.agreement_id,
+                "line": op.marker.kind.value,
+                "reason": op.reason,
+                **intended,
+            },
         )
     await crash("after_commit")
     return addition
+
+
+async def _delete(
+    ctx: AppContext, client: ConnectWiseClient, target: Target, op: Operation, *, crash: CrashHook, hold: Hold
+) -> None:
+    assert op.addition_id is not None  # noqa: S101 (the planner deletes only lines CW holds)
+    async with ctx.sessionmaker() as session, session.begin():
+        await hold(session)
+        row = await _tracked_row(session, target, op)
+        row.delete_pending = True
+    await crash("before_cw_write")
+    await client.remove_line(op.agreement_id, op.addition_id)
+    await crash("after_cw_write")
+    async with ctx.sessionmaker() as session, session.begin():
+        await hold(session)
+        row = await _tracked_row(session, target, op)
+        before = dict(row.last_written) if row.last_written else None
+        _retire(row, ctx.now())
+        await record_audit(
+            session,
+            tenant_id=target.tenant_id,
+            actor="sync",
+            action="cw.addition.deleted",
+            object_type="company",
+            object_id=target.company_id,
+            before=before,
+            after={"cw_addition_id": op.addition_id, "agreement_id": op.agreement_id, "reason": op.reason},
+        )
+    await crash("after_commit")
+
+
+def _write_of(values: LineValues, changed: Sequence[str]) -> AdditionWrite:
+    return AdditionWrite(
+        quantity=values.quantity,
+        unit_price=values.unit_price,
+        unit_cost=values.unit_cost,
+        less_included=values.less_included,
+        effective=values.effective,
+        cancelled=values.cancelled,
+        description=values.description,
+        fields=tuple(changed),
+    )
+
+
+async def _tracked_row(session: AsyncSession, target: Target, op: Operation) -> TrackedAddition:
+    row = await session.scalar(
+        select(TrackedAddition).where(
+            TrackedAddition.tenant_id == target.tenant_id,
+            TrackedAddition.cw_agreement_id == op.agreement_id,
+            TrackedAddition.marker == str(op.marker),
+        )
+    )
+    if row is None:
+        row = TrackedAddition(
+            tenant_id=target.tenant_id,
+            company_id=target.company_pk,
+            cw_agreement_id=op.agreement_id,
+            kind=op.marker.kind.value,
+            marker=str(op.marker),
+        )
+        session.add(row)
+    elif row.retired_at is not None and op.kind is not OpKind.delete:  # deleted once, written again
+        row.retired_at, row.cw_addition_id, row.last_written, row.uncertain = None, None, None, None
+    return row
+
+
+def untracked(snapshot: dict[str, Any], tracked_ids: set[int]) -> list[int]:
+    """Additions of the product that this service does not manage (by CW id)."""
+    return sorted(
+        int(i) for i, a in snapshot.items() if int(i) not in tracked_ids and not is_ours(a.get("serial_number"))
+    )
+
+
+__all__ = ["CrashHook", "MappingStaleError", "Outcome", "TrackedRow", "reconcile_company", "values_from_json"]

@@ -1,13 +1,18 @@
-"""The sync worker: claims due companies, reconciles them, records the outcome.
+"""The worker: applies stored deliveries to the license history, claims due companies, reconciles them, records
+the outcome.
 
-* Claiming: `FOR UPDATE SKIP LOCKED` on PostgreSQL (many workers), a single in-process worker on SQLite; a claim is a
-  lease (`claimed_until`), so one company is never worked on by two workers at once.
-* Coalescing: a reconcile plans from the whole ledger; if more changes arrived meanwhile (`generation` moved) the
+* Applying: the applier (`app/services/applier.py`) first, every turn; the intake wakes it after each stored batch.
+* Claiming: `FOR UPDATE SKIP LOCKED` on PostgreSQL (many workers), a single in-process worker on SQLite. A claim is
+  a short lease, renewed at every step of the job and checked before every CW write and commit (fencing): a worker
+  that lost its lease writes nothing more, and a killed worker's companies come back within a lease.
+* Coalescing: a reconcile plans from the whole history; if more changes arrived meanwhile (`generation` moved) the
   company stays due and runs once more.
 * Failures: transient CW errors retry with exponential backoff and jitter (or CW's Retry-After); permanent ones
-  (400/401/403/404/422) park the company as `failed` with CW's message, after one call; a tenant whose CW keeps
+  (400/401/403/404/422) park the company as `failed` with CW's message; a cancelled, expired or deleted agreement
+  makes it `needs_attention`; anything else retries, and is parked after `MAX_ATTEMPTS`. A tenant whose CW keeps
   failing is skipped for a while (circuit breaker) so other tenants keep syncing.
-* Shutdown: `stop()` lets the running batch finish; a job that cannot finish releases its claim.
+* Supervision: no error stops `run_forever`; it backs off and goes on, and `healthy` says whether its last turn
+  succeeded (`/readyz`, the `cwbs_worker_healthy` gauge).
 """
 
 from __future__ import annotations
@@ -23,23 +28,28 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.connectwise.client import ConnectWiseClient
-from app.connectwise.conditions import F
 from app.connectwise.errors import CWError, CWPermanentError, CWRetryableError, CWThrottledError
 from app.connectwise.schemas import Agreement
 from app.context import AppContext
-from app.db.base import utcnow
-from app.db.models import Company, CwConnection, SyncState, Tenant
+from app.db.models import Company, CwConnection, SyncState, SyncStatus, Tenant
 from app.errors import AppError
 from app.logging import get_logger
+from app.services.applier import apply_pending
 from app.services.cw_connections import client_for
-from app.services.sync_schedule import schedule_eligible
-from app.services.webhook_intake import purge_inbox
+from app.services.deliveries import purge_inbox
+from app.services.sync_schedule import schedule_tenant
 from app.sync.reconcile import CrashHook, MappingStaleError, Outcome, _no_crash, reconcile_company
 
 log = get_logger("app.sync")
 MAX_BACKOFF = 900.0
+MAX_ATTEMPTS = 8  # a job failing for a reason retrying cannot fix is parked after this many attempts
+
+
+class LeaseLostError(Exception):
+    """Another worker holds the company now (our lease expired or was taken over): stop, write nothing more."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,14 +97,12 @@ class Worker:
         worker_id: str | None = None,
         batch_size: int = 20,
         concurrency: int = 8,
-        lease: timedelta = timedelta(minutes=10),
+        lease: timedelta = timedelta(seconds=60),
         poll_interval: float = 1.0,
         full_reconcile_every: timedelta | None = timedelta(hours=6),
         client_factory: Callable[[str], ConnectWiseClient] | None = None,
         crash: CrashHook = _no_crash,
         breaker: CircuitBreaker | None = None,
-        now: Callable[[], datetime] = utcnow,
-        billing_now: Callable[[], datetime] | None = None,
     ) -> None:
         self.ctx = ctx
         self.worker_id = worker_id or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
@@ -106,15 +114,39 @@ class Worker:
         self.client_factory = client_factory
         self.crash = crash
         self.breaker = breaker or CircuitBreaker()
-        self.now = now  # for claiming and scheduling
-        self.billing_now = billing_now or now  # "today" for billing periods (tests and demos pin it)
         self.handled: list[Claim] = []
+        self.healthy = True
+        self.last_error: str | None = None
         self._stop = asyncio.Event()
-        self._last_full: float | None = None
+        self._wake = asyncio.Event()
+        self._last_full: datetime | None = None
+
+    def now(self) -> datetime:
+        return self.ctx.now()
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
 
+    def wake(self) -> None:
+        """Work at once (the intake stored deliveries)."""
+        self._wake.set()
+
+    # ------------------------------------------------------------------ applying deliveries
+    async def apply(self, *, max_batches: int = 20) -> int:
+        """Apply stored deliveries (a few batches, so sync jobs are never starved)."""
+        total = 0
+        for _ in range(max_batches):
+            async with self.ctx.sessionmaker() as session, session.begin():
+                applied = await apply_pending(session, now=self.now())
+            total += applied
+            if applied == 0:
+                break
+        if total:
+            self.ctx.metrics.deliveries_applied.inc(total)
+        return total
+
+    # ------------------------------------------------------------------ claiming
     async def claim(self) -> list[Claim]:
         now = self.now()
         is_pg = self.ctx.engine.dialect.name == "postgresql"
@@ -146,11 +178,31 @@ class Worker:
                 select(func.count()).select_from(SyncState).where(SyncState.due_at.is_not(None))
             )
             drifting = await session.scalar(
-                select(func.count()).select_from(SyncState).where(SyncState.status == "drift")
+                select(func.count()).select_from(SyncState).where(SyncState.status == SyncStatus.drift.value)
             )
         self.ctx.metrics.sync_queue_depth.set(depth or 0)
         self.ctx.metrics.drift.set(drifting or 0)
         return claims
+
+    def holder(self, claim: Claim) -> Callable[[AsyncSession], object]:
+        """The fence: renews this worker's lease on the company inside the caller's transaction, or raises
+        `LeaseLostError` when another worker holds it now."""
+
+        async def hold(session: AsyncSession) -> None:
+            now = self.now()
+            result = await session.execute(
+                update(SyncState)
+                .where(
+                    SyncState.company_id == claim.company_id,
+                    SyncState.claimed_by == self.worker_id,
+                    SyncState.claimed_until > now,
+                )
+                .values(claimed_until=now + self.lease)
+            )
+            if not result.rowcount:  # type: ignore[attr-defined]
+                raise LeaseLostError(claim.company_id)
+
+        return hold
 
     async def _clients(self, tenant_ids: set[str]) -> dict[str, ConnectWiseClient]:
         """One CW client per tenant for the batch (its codebase and setup tables are cached in the context)."""
@@ -184,22 +236,20 @@ class Worker:
         found: dict[str, Agreement] = {}
         for tenant_id, wanted in by_tenant.items():
             try:
-                agreements = await clients[tenant_id].list_pages(
-                    "/finance/agreements", conditions=F("id").in_(sorted(wanted)), page_size=len(wanted)
-                )
+                agreements = await clients[tenant_id].get_agreements(sorted(wanted))
             except CWError:
                 continue  # each company then reads its own agreement and reports the failure
-            for raw in agreements:
-                agreement = Agreement.model_validate(raw)
+            for agreement in agreements:
                 if agreement.id in wanted:
                     found[wanted[agreement.id]] = agreement
         return found
 
     async def run_once(self) -> int:
-        """Claim one batch and work it. Returns how many companies were handled."""
+        """Apply stored deliveries, then claim one batch of companies and work it. Returns how much was handled."""
+        applied = await self.apply()
         claims = await self.claim()
         if not claims:
-            return 0
+            return applied
         semaphore = asyncio.Semaphore(self.concurrency)
         try:
             clients = await self._clients({c.tenant_id for c in claims})
@@ -215,7 +265,7 @@ class Worker:
                 )
 
         await asyncio.gather(*(one(c) for c in claims))
-        return len(claims)
+        return applied + len(claims)
 
     async def drain(self, *, max_rounds: int = 10_000) -> int:
         """Work until nothing is due now (tests, the demo, benchmarks)."""
@@ -241,11 +291,14 @@ class Worker:
                 claim.company_id,
                 client=client,
                 crash=self.crash,
-                refresh_agreement=claim.reason == "periodic",
+                hold=self.holder(claim),  # type: ignore[arg-type]
                 agreement=agreement,
                 overwrite_drift=claim.reason == "drift_overwrite",
-                now=self.billing_now(),
+                now=self.now(),
             )
+        except LeaseLostError:
+            log.warning("sync.lease_lost", company_id=claim.company_id, worker_id=self.worker_id)
+            return  # the worker that holds the company now records its outcome
         except (CWError, MappingStaleError, AppError) as exc:
             error = exc
         except asyncio.CancelledError:
@@ -276,39 +329,45 @@ class Worker:
                 with_for_update=self.ctx.engine.dialect.name == "postgresql",
                 populate_existing=True,
             )
-            if state is None:
-                return
+            if state is None or state.claimed_by != self.worker_id:
+                return  # fenced: another worker took the company over
             state.claimed_by, state.claimed_until, state.last_attempt_at = None, None, now
             moved = state.generation != claim.generation
             if outcome is not None:
                 self.breaker.success(claim.tenant_id)
-                state.attempts, state.last_error = 0, None
-                state.status = outcome.status
-                if outcome.status != "paused":
+                state.attempts, state.last_error = 0, outcome.detail
+                state.status = outcome.status.value
+                if outcome.status is not SyncStatus.paused:
                     state.drift, state.pending_plan = outcome.drift, outcome.pending_plan
                     if outcome.snapshot is not None:
                         state.cw_snapshot = outcome.snapshot
-                if outcome.status in ("in_sync", "drift"):
+                if outcome.status in (SyncStatus.in_sync, SyncStatus.drift):
                     state.last_success_at = now
-                state.due_at = now if moved else None
-                label = outcome.status
-            elif isinstance(error, CWRetryableError) or not isinstance(
-                error, CWPermanentError | MappingStaleError | AppError
+                    state.discrepancies = outcome.discrepancies
+                state.due_at = now if moved else outcome.wakeup
+                label = outcome.status.value
+            elif isinstance(error, MappingStaleError):
+                state.attempts, state.status = 0, SyncStatus.needs_attention.value
+                state.last_error = str(error)
+                state.due_at = now if moved else None  # waits for a remap (or a re-sync)
+                label = SyncStatus.needs_attention.value
+            elif isinstance(error, CWRetryableError) or (
+                not isinstance(error, CWPermanentError | AppError) and state.attempts + 1 < MAX_ATTEMPTS
             ):
                 if isinstance(error, CWRetryableError):
                     self.breaker.failure(claim.tenant_id)
                 state.attempts += 1
-                state.status = "retrying"
+                state.status = SyncStatus.retrying.value
                 retry_after = error.retry_after if isinstance(error, CWThrottledError) else None
                 state.due_at = now + timedelta(seconds=backoff(state.attempts, retry_after=retry_after))
                 state.last_error = _describe(error)
-                label = "retrying"
+                label = SyncStatus.retrying.value
             else:
                 state.attempts += 1
-                state.status = "failed"
+                state.status = SyncStatus.failed.value
                 state.last_error = _describe(error)
                 state.due_at = now if moved else None  # parked until something changes or a resync is asked
-                label = "failed"
+                label = SyncStatus.failed.value
         self.ctx.metrics.sync_jobs.labels(label).inc()
         log.info(
             "sync.job",
@@ -320,32 +379,51 @@ class Worker:
 
     async def schedule_full_reconcile(self) -> int:
         self.ctx.billing_cycles.clear()  # a full reconcile re-reads the setup tables once
+        now = self.now()
         async with self.ctx.sessionmaker() as session, session.begin():
             tenants = list(await session.scalars(select(Tenant.id).where(Tenant.billing_enabled.is_(True))))
             count = 0
             for tenant_id in tenants:
-                count += await schedule_eligible(session, tenant_id=tenant_id, reason="periodic")
-            await purge_inbox(session)
+                count += await schedule_tenant(session, tenant_id=tenant_id, reason="periodic", at=now)
+            await purge_inbox(session, now=now)
         return count
 
+    async def turn(self) -> int:
+        """One turn of `run_forever`: the periodic full reconcile when due, then the work."""
+        now = self.now()
+        if self.full_reconcile_every is not None and (
+            self._last_full is None or now - self._last_full >= self.full_reconcile_every
+        ):
+            await self.schedule_full_reconcile()
+            self._last_full = now
+        return await self.run_once()
+
     async def run_forever(self) -> None:
+        """Work until stopped. An error of any kind is logged and waited out (growing pauses up to a minute); it
+        never ends the loop. `healthy` is False while turns keep failing."""
         log.info("sync.worker_started", worker_id=self.worker_id)
+        failures = 0
         while not self._stop.is_set():
-            if self.full_reconcile_every is not None and (
-                self._last_full is None
-                or time.monotonic() - self._last_full >= self.full_reconcile_every.total_seconds()
-            ):
-                self._last_full = time.monotonic()
-                await self.schedule_full_reconcile()
             try:
-                handled = await self.run_once()
-            except Exception as exc:  # the database blinked: keep the worker alive
-                log.warning("sync.worker_error", error_type=type(exc).__name__)
-                handled = 0
+                handled = await self.turn()
+            except Exception as exc:
+                failures += 1
+                self.healthy, self.last_error = False, f"{type(exc).__name__}: {str(exc)[:200]}"
+                self.ctx.metrics.worker_healthy.set(0)
+                log.warning("sync.worker_error", error_type=type(exc).__name__, failures=failures)
+                await self._pause(min(60.0, 0.5 * 2 ** min(failures, 7)))
+                continue
+            failures = 0
+            self.healthy, self.last_error = True, None
+            self.ctx.metrics.worker_healthy.set(1)
             if handled == 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), timeout=self.poll_interval)
+                await self._pause(self.poll_interval)
         log.info("sync.worker_stopped", worker_id=self.worker_id)
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+        self._wake.clear()
 
 
 def _describe(error: BaseException | None) -> str:

@@ -9,7 +9,7 @@ from pydantic import BaseModel
 class AgreementLine(BaseModel):
     addition_id: int
     product: str | None
-    role: Literal["base", "proration", "delta", "other"]
+    role: Literal["base", "proration", "catch_up", "delta", "other"]
     quantity: str
     unit_price: str
     unit_cost: str

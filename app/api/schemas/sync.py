@@ -9,7 +9,7 @@ from app.api.schemas.common import IsoDateTime, MoneyStr
 
 
 class PreviewRequest(BaseModel):
-    license_count: int = Field(ge=0, le=10_000_000)
+    license_count: int = Field(ge=0, le=1_000_000, strict=True)
     effective_at: IsoDateTime | None = Field(default=None, description="Defaults to now")
 
 
@@ -50,31 +50,57 @@ class NativeLine(BaseModel):
     description: str
 
 
+class PlannedLine(BaseModel):
+    """A line the sync would create or change."""
+
+    action: Literal["create", "patch"]
+    line: Literal["base", "proration", "catch_up", "delta"]
+    agreement_id: int
+    cw_addition_id: int | None
+    quantity: str
+    unit_price: MoneyStr
+    effective_date: date
+    cancelled_date: date | None
+    description: str | None
+    billed_with: PeriodRead | None = Field(description="The period whose invoice bills this line")
+    reason: str
+
+
 class PreviewResponse(BaseModel):
     company_id: str
     agreement_id: int
     agreement_name: str | None
     mode: Literal["line", "native", "none"]
     change_day: date
-    period: PeriodRead
+    period: PeriodRead = Field(description="The billing period the change is dated in")
+    billed_with: PeriodRead | None = Field(description="The period whose invoice bills this change's amounts")
+    will_bill: bool = Field(description="False when billing is off for the company or the tenant")
+    not_billed_because: str | None
     base_before: LineValues
     base_after: LineValues
     proration_before: ProrationLine | None
     proration_after: ProrationLine | None
     proration_change: MoneyStr = Field(description="What this change adds to (or removes from) the next invoice")
+    catch_up: MoneyStr | None = Field(
+        description="An adjustment for an invoiced period, when the change is dated there"
+    )
     native_lines_after: list[NativeLine]
     native_expected_amount: MoneyStr | None
+    operations: list[PlannedLine] = Field(description="What the sync would write for this change")
     message: str
 
 
-class LedgerEntry(BaseModel):
-    sequence: int | None
+class HistoryEntry(BaseModel):
+    sequence: int
     license_count: int
     previous_count: int | None
+    history_count_before: int = Field(description="The history's count just before this change")
+    previous_count_agrees: bool | None = Field(description="None when the portal sent no previous_count")
     effective_at: datetime
     day: date
     received_at: datetime
-    ignored_reason: str | None
+    status: Literal["accepted", "conflict"]
+    source: Literal["portal", "adopted"]
     webhook_id: str | None
 
 
@@ -86,12 +112,55 @@ class ChargesResponse(BaseModel):
     unit_price: MoneyStr
     unit_cost: MoneyStr
     decrease_policy: str
-    entries: list[LedgerEntry]
+    new_customer_from: date | None = Field(description="Billing started on this day inside the period")
+    entries: list[HistoryEntry]
     segments: list[SegmentRead]
     seat_days: int
-    amount: MoneyStr
+    base_amount: MoneyStr = Field(description="B × price, billed in advance by the base line")
+    amount: MoneyStr = Field(description="The prorated amount of the period")
     cost_amount: MoneyStr
+    owed: MoneyStr = Field(description="What the period owes: base + prorated")
     description: str
+
+
+class PeriodLine(BaseModel):
+    line: Literal["base", "proration", "catch_up", "delta"]
+    cw_addition_id: int | None
+    agreement_id: int
+    amount: MoneyStr = Field(description="What this line bills for the period")
+    billed_with: date = Field(description="The first day of the period whose invoice bills it")
+    frozen: bool = Field(description="An invoice covering it may exist: it is never changed again")
+
+
+class CWInvoiceRead(BaseModel):
+    id: int
+    invoice_number: str | None
+    date: date | None
+    agreement_amount: MoneyStr | None
+    agreement_id: int | None
+
+
+class PeriodRow(BaseModel):
+    start: date
+    end: date
+    days: int
+    agreement_id: int | None
+    billed_quantity: int = Field(description="B: the count at the end of the day before the period")
+    unit_price: MoneyStr
+    base_amount: MoneyStr
+    prorated_amount: MoneyStr
+    owed: MoneyStr
+    billed: MoneyStr = Field(description="What the lines below bill for it")
+    lines: list[PeriodLine]
+    cw_invoice: CWInvoiceRead | None = Field(description="CW's agreement invoice for the period, when it can be read")
+    state: Literal["open", "closed", "invoiced", "settled", "discrepancy"]
+
+
+class PeriodsResponse(BaseModel):
+    company_id: str
+    currency: str
+    invoices_read: bool = Field(description="False when CW's invoices could not be read (not connected, an error)")
+    periods: list[PeriodRow]
 
 
 class SyncRequest(BaseModel):
@@ -126,11 +195,16 @@ class ReconciliationRow(BaseModel):
     status: str
     in_step: bool
     problems: list[str]
+    discrepancies: int = Field(description="Periods whose lines do not add up to what they owe")
     pending_change_set: dict[str, Any] | None
     untracked_additions: list[int]
 
 
 class ReconciliationRead(BaseModel):
+    total: int
+    limit: int
+    offset: int
+    discrepancies: int = Field(description="Periods in discrepancy across the tenant")
     items: list[ReconciliationRow]
 
 

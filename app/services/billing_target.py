@@ -1,0 +1,224 @@
+"""A company's billing, read once from the database into domain values (`Target`): what the reconcile, the preview,
+the charges and the periods views all plan and account from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db.models import (
+    AgreementTerm,
+    BillingProduct,
+    BillingStatusChange,
+    ChangeStatus,
+    Company,
+    LicenseChange,
+    PriceSetting,
+    Tenant,
+    TrackedAddition,
+)
+from app.domain.billing import (
+    Billing,
+    DecreasePolicy,
+    Prices,
+    ProrationMode,
+    Schedule,
+    Status,
+    StatusChange,
+    Term,
+)
+from app.domain.billing import PriceSetting as DomainPriceSetting
+from app.domain.history import Change, History
+from app.domain.markers import Marker, company_key, parse
+from app.domain.periods import BillingCycle, local_day
+from app.domain.plan import Line, LineValues, Situation
+
+MONEY = ("quantity", "unit_price", "unit_cost", "less_included")
+DAYS = ("effective", "cancelled")
+
+
+def values_to_json(values: LineValues) -> dict[str, Any]:
+    return {
+        "quantity": str(values.quantity),
+        "unit_price": str(values.unit_price),
+        "unit_cost": str(values.unit_cost),
+        "less_included": str(values.less_included),
+        "effective": values.effective.isoformat(),
+        "cancelled": values.cancelled.isoformat() if values.cancelled else None,
+        "description": values.description,
+    }
+
+
+def values_from_json(data: dict[str, Any] | None) -> LineValues | None:
+    if not data or "effective" not in data:
+        return None
+    return LineValues(
+        quantity=Decimal(str(data["quantity"])),
+        unit_price=Decimal(str(data["unit_price"])),
+        unit_cost=Decimal(str(data["unit_cost"])),
+        less_included=Decimal(str(data.get("less_included") or 0)),
+        effective=date.fromisoformat(data["effective"]),
+        cancelled=date.fromisoformat(data["cancelled"]) if data.get("cancelled") else None,
+        description=data.get("description"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TrackedRow:
+    """A tracked addition as stored (its CW state is read by the reconcile)."""
+
+    id: int
+    marker: Marker
+    agreement_id: int
+    addition_id: int | None
+    adopted: bool
+    create_pending: bool
+    delete_pending: bool
+    written: LineValues | None
+    uncertain: tuple[LineValues, ...]
+
+    def as_line(self, current: LineValues | None) -> Line:
+        return Line(
+            marker=self.marker,
+            agreement_id=self.agreement_id,
+            addition_id=self.addition_id,
+            current=current,
+            written=self.written,
+            uncertain=self.uncertain,
+            adopted=self.adopted,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Everything a reconcile needs, read in one transaction (no CW call)."""
+
+    tenant_id: str
+    company_pk: str
+    company_id: str  # the portal's id
+    company_name: str
+    billing: Billing
+    today: date
+    timezone: str
+    sync_mode: str
+    drift_policy: str
+    tenant_billing: bool
+    product_id: int | None
+    product_text: str
+    agreement_id: int | None  # the current agreement
+    cw_company_id: int | None
+    agreement_status: str | None
+    next_invoice_date: date | None
+    agreement_checked_at: datetime | None
+    tracked: tuple[TrackedRow, ...] = field(default=())
+
+    @property
+    def key(self) -> str:
+        return company_key(self.company_pk)
+
+    def situation(self, *, overwrite_drift: bool = False) -> Situation:
+        invoiced = (
+            {self.agreement_id: self.next_invoice_date}
+            if self.agreement_id is not None and self.next_invoice_date is not None
+            else {}
+        )
+        return Situation(
+            billing=self.billing,
+            key=self.key,
+            today=self.today,
+            product_text=self.product_text,
+            next_invoice=invoiced,
+            overwrite_drift=overwrite_drift or self.drift_policy == "overwrite",
+        )
+
+
+async def load_history(session: AsyncSession, company: Company, timezone: str) -> History:
+    rows = await session.execute(
+        select(LicenseChange.effective_at, LicenseChange.sequence, LicenseChange.license_count).where(
+            LicenseChange.company_id == company.id, LicenseChange.status == ChangeStatus.accepted.value
+        )
+    )
+    return History(Change(local_day(at, timezone), sequence, count) for at, sequence, count in rows)
+
+
+async def load_billing(session: AsyncSession, *, tenant: Tenant, company: Company) -> Billing:
+    tz = tenant.timezone
+    prices = await session.scalars(
+        select(PriceSetting).where(
+            PriceSetting.tenant_id == tenant.id,
+            (PriceSetting.company_id.is_(None)) | (PriceSetting.company_id == company.id),
+        )
+    )
+    statuses = await session.scalars(select(BillingStatusChange).where(BillingStatusChange.company_id == company.id))
+    terms = await session.scalars(select(AgreementTerm).where(AgreementTerm.company_id == company.id))
+    return Billing(
+        history=await load_history(session, company, tz),
+        prices=Prices(
+            DomainPriceSetting(local_day(p.set_at, tz), p.id, p.company_id is not None, p.unit_price, p.unit_cost)
+            for p in prices
+        ),
+        status=Status(StatusChange(local_day(s.changed_at, tz), s.id, s.active) for s in statuses),
+        schedule=Schedule(
+            Term(t.from_day, t.cw_agreement_id, BillingCycle(t.billing_cycle), t.bill_start_date, t.ended_on)
+            for t in terms
+        ),
+        mode=ProrationMode(tenant.proration_mode),
+        policy=DecreasePolicy(tenant.decrease_policy),
+        currency=tenant.currency,
+    )
+
+
+async def load_tracked(session: AsyncSession, company: Company) -> tuple[TrackedRow, ...]:
+    rows = await session.scalars(
+        select(TrackedAddition)
+        .where(TrackedAddition.company_id == company.id, TrackedAddition.retired_at.is_(None))
+        .order_by(TrackedAddition.id)
+    )
+    tracked = []
+    for row in rows:
+        marker = parse(row.marker)
+        if marker is None:
+            continue
+        tracked.append(
+            TrackedRow(
+                id=row.id,
+                marker=marker,
+                agreement_id=row.cw_agreement_id,
+                addition_id=row.cw_addition_id,
+                adopted=row.adopted,
+                create_pending=row.create_pending,
+                delete_pending=row.delete_pending,
+                written=values_from_json(row.last_written),
+                uncertain=tuple(v for v in (values_from_json(u) for u in row.uncertain or []) if v is not None),
+            )
+        )
+    return tuple(tracked)
+
+
+async def load_target(session: AsyncSession, *, tenant: Tenant, company: Company, now: datetime) -> Target:
+    product = await session.get(BillingProduct, tenant.id)
+    return Target(
+        tenant_id=tenant.id,
+        company_pk=company.id,
+        company_id=company.external_id,
+        company_name=company.name,
+        billing=await load_billing(session, tenant=tenant, company=company),
+        today=local_day(now, tenant.timezone),
+        timezone=tenant.timezone,
+        sync_mode=tenant.sync_mode,
+        drift_policy=tenant.drift_policy,
+        tenant_billing=tenant.billing_enabled,
+        product_id=product.cw_catalog_item_id if product else None,
+        product_text=(product.description or product.identifier) if product else "",
+        agreement_id=company.cw_agreement_id,
+        cw_company_id=company.cw_company_id,
+        agreement_status=company.agreement_status,
+        next_invoice_date=company.next_invoice_date,
+        agreement_checked_at=company.agreement_checked_at,
+        tracked=await load_tracked(session, company),
+    )
