@@ -1,4 +1,5 @@
-"""The demo walks the whole story and exits green; its printed agreement shows what an MSP checks."""
+"""The demo walks the whole story across a month end and an invoicing run, and exits green; what it prints shows
+what the customer pays."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from app.settings import Environment, load_settings
 from tests.conftest import TEST_ENCRYPTION_KEY, TEST_SIGNING_KEY
 
 
-async def test_demo_runs_green_and_prints_the_agreement(database_url: str, engine: AsyncEngine, tmp_path: Path) -> None:
+async def test_demo_runs_green_and_prints_the_invoices(database_url: str, engine: AsyncEngine, tmp_path: Path) -> None:
     settings = load_settings(
         app_env=Environment.dev,
         database_url=database_url,
@@ -26,10 +27,11 @@ async def test_demo_runs_green_and_prints_the_agreement(database_url: str, engin
     result = await run_demo(settings, out=out)
     text = out.getvalue()
     assert result.ok, result.problems
-    assert "Demo finished: CW holds what the ledger says." in text
-    contoso = text.split("for Contoso Ltd")[1].split("Agreement '")[0]
-    base = next(line for line in contoso.splitlines() if line.rstrip().endswith("base"))
-    proration = next(line for line in contoso.splitlines() if line.rstrip().endswith("proration"))
-    assert base.split()[1:4] == ["9", "3.00", "1.00"]
-    assert proration.split()[1:3] == ["1", "12.00"]
-    assert "+8 licenses × $3.00 × 15/30 days (16–30 Nov 2026)" in contoso
+    assert "Demo finished: what CW invoiced is what the license history owed." in text
+    december = text.split("7. A month end later")[1].split("— 05 Dec 2026 —")[0]
+    assert "14.80  +1 license × $3.00 × 13/30 days (3–15 Nov 2026); +9 licenses × $3.00 × 15/30 days" in december
+    assert "27.00  Vendor EDR license" in december
+    january = text.split("9. January's invoicing run")[1]
+    assert "-2.40  Adjustment for 1–30 Nov 2026: owed $12.40" in january
+    assert "-12.00  Adjustment for 1–31 Dec 2026: owed $15.00 (5 licenses × $3.00), billed $27.00" in january
+    assert "0.60  total" in january

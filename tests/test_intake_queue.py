@@ -1,5 +1,6 @@
-"""Group commit of webhook deliveries: shared transactions, isolation of a bad delivery, rotation between the check
-in the request and the commit, duplicates inside one batch, and the `mark_due` rule applied in SQL."""
+"""Group commit of webhook deliveries into the inbox: shared transactions, isolation of a bad delivery, rotation
+between the check in the request and the commit, duplicates inside one batch, both stores giving the same answers,
+and the `mark_due` rule applied in SQL."""
 
 from __future__ import annotations
 
@@ -17,18 +18,16 @@ from fastapi import FastAPI
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from app.api.schemas.webhooks import LicenseCountChanged
 from app.context import AppContext
 from app.db.base import utcnow
-from app.db.intake_store import Changes, CoreIntakeStore, DueRow, accept_batch_on_postgres
+from app.db.inbox import Entry, Stored, store_on_core, store_on_postgres
 from app.db.models import Company, LicenseChange, SyncState, Tenant, WebhookInbox
-from app.services import intake_queue, webhook_intake
+from app.services import intake_queue
 from app.services.intake_queue import asyncpg_connect_args
-from app.services.sync_schedule import mark_due
+from app.services.sync_schedule import mark_due, mark_due_statement
 from app.services.tenants import NewTenant, rotate_webhook_secret
-from app.services.webhook_intake import Delivery, batch_columns
 from tests.conftest import TenantFactory
-from tests.webhook_helpers import license_event, signed_headers
+from tests.webhook_helpers import apply_deliveries, license_event, signed_headers
 
 
 @pytest.fixture
@@ -63,14 +62,13 @@ async def test_concurrent_deliveries_share_transactions_and_every_one_lands(
     )
     assert statuses == [202] * 60
     assert _batch_count(ctx) < 60  # fewer transactions than deliveries
+    assert await apply_deliveries(ctx) == 60
     async with ctx.sessionmaker() as s:
         companies = {c.external_id: c for c in await s.scalars(select(Company))}
-        ledger = list(await s.scalars(select(LicenseChange)))
-    assert len(ledger) == 60
-    # Whatever order they were applied in, the newest sequence of each company is in force.
-    assert {ext: (c.license_count, c.last_sequence) for ext, c in companies.items()} == {
-        f"c-{c}": (10 * c + 3, 3) for c in range(20)
-    }
+        history = list(await s.scalars(select(LicenseChange)))
+    assert len(history) == 60
+    # Whatever order they arrived in, the highest sequence of each company (all dated now) is in force.
+    assert {ext: c.license_count for ext, c in companies.items()} == {f"c-{c}": 10 * c + 3 for c in range(20)}
 
 
 async def test_a_delivery_the_database_refuses_fails_alone(
@@ -79,15 +77,15 @@ async def test_a_delivery_the_database_refuses_fails_alone(
     poisoned_batches: list[int] = []
 
     def refusing(real: Any) -> Any:
-        async def apply(conn: Any, batch: list[Any]) -> Any:
-            if any(p.delivery.webhook_id == "poison" for p in batch):
-                poisoned_batches.append(len(batch))
+        async def store(conn: Any, entries: list[Entry]) -> Any:
+            if any(e.webhook_id == "poison" for e in entries):
+                poisoned_batches.append(len(entries))
                 raise RuntimeError("the database refused this batch")
-            return await real(conn, batch)
+            return await real(conn, entries)
 
-        return apply
+        return store
 
-    for name in ("_apply_on_core", "_apply_on_postgres"):  # whichever this database uses
+    for name in ("store_on_core", "store_on_postgres"):  # whichever this database uses
         monkeypatch.setattr(intake_queue, name, refusing(getattr(intake_queue, name)))
     ids = [f"ok-{i}" for i in range(10)] + ["poison"]
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)  # see the 500 as a client would
@@ -130,9 +128,9 @@ async def test_a_delivery_whose_secrets_keep_rotating_is_refused_with_503(
 ) -> None:
     submissions: list[int] = []
 
-    async def always_rotated(delivery: Delivery, *, body: str, secrets_version: int) -> webhook_intake.IntakeResult:
-        submissions.append(secrets_version)
-        return webhook_intake.IntakeResult(False, intake_queue.RECHECK)
+    async def always_rotated(entry: Entry) -> Stored:
+        submissions.append(entry.secrets_version)
+        return Stored.recheck
 
     monkeypatch.setattr(ctx.intake, "submit", always_rotated)
     status = await _post(client, tenant, license_event("c-1", 2, sequence=2), "spinning")
@@ -150,95 +148,104 @@ async def test_the_same_id_twice_in_one_batch_has_one_effect(
         _post(client, tenant, first, "same"), _post(client, tenant, second, "same"), _post(client, tenant, first, "x")
     )
     assert sorted(statuses) == [200, 202, 202]
+    await apply_deliveries(ctx)
     async with ctx.sessionmaker() as s:
         assert len(list(await s.scalars(select(LicenseChange).where(LicenseChange.webhook_id == "same")))) == 1
 
 
-STATUSES = ["in_sync", "pending", "retrying", "failed", "drift", "paused", "awaiting_approval"]
+STATUSES = ["in_sync", "pending", "retrying", "failed", "drift", "paused", "awaiting_approval", "needs_attention"]
 
 
-@pytest.mark.parametrize("store_kind", ["core", "function"])
 @pytest.mark.parametrize("status", STATUSES)
-@pytest.mark.parametrize("due", ["none", "earlier", "later"])
+@pytest.mark.parametrize("due", ["none", "earlier", "later", "missing"])
 async def test_the_sql_mark_due_matches_the_python_rule(
-    ctx: AppContext, tenant: NewTenant, status: str, due: str, store_kind: str
+    ctx: AppContext, tenant: NewTenant, status: str, due: str
 ) -> None:
-    _skip_function_off_postgres(ctx, store_kind)
     now = utcnow()
-    due_at = {"none": None, "earlier": now - timedelta(hours=1), "later": now + timedelta(hours=1)}[due]
-    company_id = await _mapped_company(ctx, tenant)
-    async with ctx.sessionmaker() as s, s.begin():
-        s.add(SyncState(company_id=company_id, tenant_id=tenant.tenant_id, status=status, generation=4, attempts=3))
-        await s.flush()
-        await s.execute(update(SyncState).values(due_at=due_at, reason="before"))
+    due_at = {"none": None, "earlier": now - timedelta(hours=1), "later": now + timedelta(hours=1), "missing": None}
+    company_id = await _company(ctx, tenant)
+    if due != "missing":
+        async with ctx.sessionmaker() as s, s.begin():
+            s.add(SyncState(company_id=company_id, tenant_id=tenant.tenant_id, status=status, generation=4, attempts=3))
+            await s.flush()
+            await s.execute(update(SyncState).values(due_at=due_at[due], reason="before"))
     async with ctx.sessionmaker() as s:
-        expected = await s.get(SyncState, company_id)
-        assert expected is not None
+        expected = await s.get(SyncState, company_id) or SyncState(
+            company_id=company_id, tenant_id=tenant.tenant_id, status="pending", generation=0, attempts=0
+        )
         mark_due(expected, reason="license_change", due=now, changes=2)
         want = (expected.status, expected.generation, expected.attempts, expected.reason, expected.due_at)
-    await _two_changes_due(ctx, tenant, store_kind, company_id, now)
+    async with ctx.engine.begin() as conn:
+        await conn.execute(
+            mark_due_statement(ctx.engine.dialect.name),
+            [
+                {
+                    "company_id": company_id,
+                    "tenant_id": tenant.tenant_id,
+                    "reason": "license_change",
+                    "due_at": now,
+                    "generation": 2,
+                }
+            ],
+        )
     async with ctx.sessionmaker() as s:
         got = await s.get(SyncState, company_id)
         assert got is not None
         assert (got.status, got.generation, got.attempts, got.reason, got.due_at) == want
 
 
-@pytest.mark.parametrize("store_kind", ["core", "function"])
-async def test_a_company_without_sync_state_gets_one_when_due(
-    ctx: AppContext, tenant: NewTenant, store_kind: str
-) -> None:
-    _skip_function_off_postgres(ctx, store_kind)
-    company_id = await _mapped_company(ctx, tenant)
-    now = utcnow()
-    await _two_changes_due(ctx, tenant, store_kind, company_id, now)
-    async with ctx.sessionmaker() as s:
-        got = await s.get(SyncState, company_id)
-        assert got is not None
-        assert (got.status, got.generation, got.attempts, got.due_at) == ("pending", 2, 0, now)
-
-
-def _skip_function_off_postgres(ctx: AppContext, store_kind: str) -> None:
-    if store_kind == "function" and ctx.engine.dialect.name != "postgresql":
-        pytest.skip("the batch function is PostgreSQL's")
-
-
-async def _mapped_company(ctx: AppContext, tenant: NewTenant) -> str:
-    """A company whose license changes schedule a reconcile (billing on for it and its tenant, an agreement)."""
+async def _company(ctx: AppContext, tenant: NewTenant) -> str:
     async with ctx.sessionmaker() as s, s.begin():
-        await s.execute(update(Tenant).where(Tenant.id == tenant.tenant_id).values(billing_enabled=True))
-        company = Company(
-            tenant_id=tenant.tenant_id,
-            external_id="c-1",
-            name="C",
-            license_count=1,
-            billing_enabled=True,
-            cw_company_id=7,
-            cw_agreement_id=70,
-        )
+        company = Company(tenant_id=tenant.tenant_id, external_id="c-1", name="C", license_count=1)
         s.add(company)
     return company.id
 
 
-async def _two_changes_due(ctx: AppContext, tenant: NewTenant, store_kind: str, company_id: str, now: Any) -> None:
-    """Mark the company due for two changes: the Core statement directly, or two license changes through the
-    function (which applies the same rule in its own SQL)."""
-    if store_kind == "core":
-        async with ctx.engine.begin() as conn:
-            await CoreIntakeStore(conn).write(Changes(now=now, due=[DueRow(company_id, tenant.tenant_id, 2)]))
-        return
-    async with ctx.sessionmaker() as s:
-        version = (await s.get(Tenant, tenant.tenant_id)).secrets_version  # type: ignore[union-attr]
-    deliveries = [
-        Delivery(tenant.tenant_id, f"w{seq}", LicenseCountChanged.model_validate(event), event)
-        for seq in (2, 3)
-        for event in [license_event("c-1", seq, sequence=seq)]
-    ]
+async def test_both_stores_answer_every_batch_alike(ctx: AppContext, make_tenant: TenantFactory) -> None:
+    """PostgreSQL stores a batch in one statement of its own; the Core store applies the same rule. A batch with
+    new deliveries, one already stored, one twice in the batch, a stale secrets version and an unknown tenant."""
+    if ctx.engine.dialect.name != "postgresql":
+        pytest.skip("the one-statement store is PostgreSQL's")
+    a, b = await make_tenant("A"), await make_tenant("B")
+    async with ctx.sessionmaker() as s, s.begin():
+        version = (await s.get(Tenant, a.tenant_id)).secrets_version  # type: ignore[union-attr]
+
+    def entry(tenant: str, webhook_id: str, v: int = version) -> Entry:
+        payload = {"type": "company.deleted", "data": {"company_id": webhook_id}}
+        return Entry(tenant, webhook_id, "company.deleted", utcnow(), json.dumps(payload), payload, v)
+
+    def batch(prefix: str) -> list[Entry]:
+        return [
+            entry(a.tenant_id, f"{prefix}1"),
+            entry(b.tenant_id, f"{prefix}1"),
+            entry(a.tenant_id, "seen"),
+            entry(a.tenant_id, f"{prefix}2"),
+            entry(a.tenant_id, f"{prefix}2"),
+            entry(a.tenant_id, f"{prefix}3", v=version + 7),
+            entry("no-such-tenant", f"{prefix}4"),
+        ]
+
+    async with ctx.engine.connect() as conn:
+        assert await store_on_core(conn, [entry(a.tenant_id, "seen")]) == [Stored.stored]
+        core = await store_on_core(conn, batch("core"))
     raw = await asyncpg.connect(pg_dsn(ctx))
     try:
-        columns = batch_columns((d, version, json.dumps(d.payload)) for d in deliveries)
-        assert await accept_batch_on_postgres(raw, columns, now=now) == ["applied", "applied"]
+        function = await store_on_postgres(raw, batch("pg"))
     finally:
         await raw.close()
+    expected = [
+        Stored.stored,
+        Stored.stored,
+        Stored.duplicate,
+        Stored.stored,
+        Stored.duplicate,
+        Stored.recheck,
+        Stored.unknown_tenant,
+    ]
+    assert core == function == expected
+    async with ctx.sessionmaker() as s:
+        stored = sorted(await s.scalars(select(WebhookInbox.webhook_id)))
+    assert stored == sorted(["seen", "core1", "core1", "core2", "pg1", "pg1", "pg2"])
 
 
 async def test_a_connection_back_in_the_intake_pool_is_never_left_in_a_transaction(ctx: AppContext) -> None:
@@ -277,12 +284,12 @@ async def test_a_second_batch_waits_until_it_is_as_large_as_the_one_in_the_datab
     written: list[list[str]] = []
     gates: dict[str, asyncio.Event] = {}
 
-    async def held(batch: list[Any]) -> list[webhook_intake.IntakeResult]:
-        ids = [p.delivery.webhook_id for p in batch]
+    async def held(batch: list[Any]) -> list[Stored]:
+        ids = [p.entry.webhook_id for p in batch]
         written.append(ids)
         gate = gates.setdefault(ids[0], asyncio.Event())
         await gate.wait()
-        return [webhook_intake.IntakeResult(False, "applied") for _ in batch]
+        return [Stored.stored for _ in batch]
 
     @contextlib.asynccontextmanager
     async def fake_connect(self: intake_queue.IntakeQueue) -> Any:
@@ -291,9 +298,9 @@ async def test_a_second_batch_waits_until_it_is_as_large_as_the_one_in_the_datab
     monkeypatch.setattr(intake_queue.IntakeQueue, "_connect", fake_connect)
     queue = intake_queue.IntakeQueue(ctx.engine, ctx.metrics, writers=2)
 
-    def submit(webhook_id: str) -> asyncio.Task[webhook_intake.IntakeResult]:
-        delivery = Delivery("t", webhook_id, None, {"type": "x"})
-        return asyncio.ensure_future(queue.submit(delivery, body="{}", secrets_version=1))
+    def submit(webhook_id: str) -> asyncio.Task[Stored]:
+        entry = Entry("t", webhook_id, "x", utcnow(), "{}", {"type": "x"}, 1)
+        return asyncio.ensure_future(queue.submit(entry))
 
     async def settle() -> None:
         for _ in range(10):
@@ -317,5 +324,5 @@ async def test_a_second_batch_waits_until_it_is_as_large_as_the_one_in_the_datab
     for gate in ("b0", "c0"):
         gates.setdefault(gate, asyncio.Event()).set()
     results = await asyncio.gather(*second, *third)
-    assert [r.outcome for r in results] == ["applied"] * 6
+    assert results == [Stored.stored] * 6
     await queue.aclose()

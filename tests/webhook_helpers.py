@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import uuid
 from datetime import UTC, datetime
@@ -9,6 +10,22 @@ from typing import Any
 
 import httpx
 from standardwebhooks.webhooks import Webhook
+
+from app.context import AppContext
+from app.services.applier import apply_pending
+
+_sequences = itertools.count(1_000_000)  # for events a test does not give a sequence of its own
+
+
+async def apply_deliveries(ctx: AppContext) -> int:
+    """What the worker's applier does: stored deliveries into the license history."""
+    total = 0
+    while True:
+        async with ctx.sessionmaker() as session, session.begin():
+            applied = await apply_pending(session, now=ctx.now())
+        if not applied:
+            return total
+        total += applied
 
 
 def signed_headers(
@@ -32,13 +49,20 @@ async def deliver(
     *,
     webhook_id: str | None = None,
     at: datetime | None = None,
+    apply: bool = True,
 ) -> httpx.Response:
+    """Send a signed delivery through the route; then (`apply`) let the applier apply what was stored, as the worker
+    does right after."""
     body = json.dumps(payload)
-    return await client.post(
+    response = await client.post(
         f"/webhooks/portal/{tenant_id}",
         content=body,
         headers=signed_headers(secret, body, webhook_id=webhook_id, at=at),
     )
+    app = getattr(client._transport, "app", None)
+    if apply and app is not None and response.status_code == 202:
+        await apply_deliveries(app.state.ctx)
+    return response
 
 
 def license_event(
@@ -50,9 +74,11 @@ def license_event(
     effective_at: str | None = None,
     name: str | None = None,
 ) -> dict[str, Any]:
-    data: dict[str, Any] = {"company_id": company_id, "license_count": count}
-    if sequence is not None:
-        data["sequence"] = sequence
+    data: dict[str, Any] = {
+        "company_id": company_id,
+        "license_count": count,
+        "sequence": sequence if sequence is not None else next(_sequences),
+    }
     if previous is not None:
         data["previous_count"] = previous
     if effective_at is not None:

@@ -7,9 +7,10 @@ from typing import Any
 import httpx
 
 from app.connectwise.sandbox.credentials import IN_PROCESS_SITE
+from app.context import AppContext
 from app.services.tenants import NewTenant
 from tests.conftest import bearer
-from tests.webhook_helpers import deliver
+from tests.webhook_helpers import apply_deliveries, deliver
 
 CONNECTION = {
     "site_url": IN_PROCESS_SITE,
@@ -51,7 +52,10 @@ async def mapped_company(
     name: str = "Contoso",
     cw_identifier: str = "CONTOSO",
     licenses: int | None = 1,
+    ctx: AppContext | None = None,
 ) -> dict[str, Any]:
+    """A portal company (by webhook), mapped to its CW company's first agreement, billing enabled. `ctx`: apply the
+    deliveries through it (for a server in another process, whose worker does not run)."""
     await deliver(
         client,
         tenant.tenant_id,
@@ -73,6 +77,8 @@ async def mapped_company(
                 },
             },
         )
+    if ctx is not None:
+        await apply_deliveries(ctx)
     cw_company = (
         await client.get("/api/v1/connectwise/companies", params={"search": cw_identifier}, headers=headers)
     ).json()[0]

@@ -16,6 +16,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
+from app.context import AppContext
 from tests.api.setup_helpers import configured_tenant, mapped_company
 from tests.conftest import TEST_ENCRYPTION_KEY, TEST_SIGNING_KEY, TenantFactory
 
@@ -79,14 +80,14 @@ def server(database_url: str, tmp_dir: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-async def two_tenants(server: str, make_tenant: TenantFactory) -> None:
+async def two_tenants(server: str, make_tenant: TenantFactory, ctx: AppContext) -> None:
     """Tenant A fully set up (connection to the in-process sandbox, product, a mapped company); tenant B owns a
     company with the same portal id. The fuzzer runs with A's token and then B's."""
     async with httpx.AsyncClient(base_url=server, timeout=30) as http:
         for name in ("A", "B"):
             tenant = await make_tenant(name)
             headers = await configured_tenant(http, tenant)
-            await mapped_company(http, tenant, headers)
+            await mapped_company(http, tenant, headers, ctx=ctx)
             TOKENS[name] = headers["Authorization"]
     SERVER["url"] = server
 

@@ -11,9 +11,10 @@ from fastapi import FastAPI
 
 from tests.api.setup_helpers import configured_tenant, mapped_company
 from tests.conftest import TenantFactory
+from tests.webhook_helpers import deliver, license_event
 
 # Path parameters naming a tenant-owned object, and the object of tenant B each one is tested with.
-TENANT_OBJECT_PARAMS = {"company_id": "c-42"}
+TENANT_OBJECT_PARAMS = {"company_id": "c-42", "webhook_id": "b-delivery"}
 # Path parameters naming an object in the caller's own ConnectWise (reached through the caller's connection).
 CW_SCOPED_PARAMS = {"cw_company_id"}
 # Path parameters that select the tenant itself, authenticated by the webhook signature instead of a token.
@@ -53,6 +54,8 @@ async def test_tenant_a_gets_404_on_every_tenant_b_object(
     headers_a = await configured_tenant(client, a)
     headers_b = await configured_tenant(client, b)
     b_company = await mapped_company(client, b, headers_b, licenses=7)
+    await deliver(client, b.tenant_id, b.webhook_secret, license_event("c-42", 7, sequence=2), webhook_id="b-delivery")
+    b_company = (await client.get("/api/v1/companies/c-42", headers=headers_b)).json()
     checked = 0
     # Upserts last: they create A's own object under the same id, which later routes would then find.
     ordered = sorted(_id_routes(app), key=lambda r: (r[0], r[1]) in UPSERT_ROUTES)

@@ -208,6 +208,10 @@ async def test_a_prorated_agreement_charges_uncharged_days_once(
     calendar.go(date(2026, 4, 1))
     total, lines = await invoice(cw, sandbox, agreement)
     assert lines == {p: d("22.00"), q: d("68.13")}  # 2 × 22.00 for April + 2 × 22.00 × 17/31 (15–31 March) = 24.13
+    shown = await cw.get(f"/finance/agreements/{agreement}/additions/{q}")
+    # What CW shows on the addition for its first, partial period: 22.00 × 17/31 per unit, × 2 extended.
+    assert (shown["proratePrice"], shown["extendedProratePrice"]) == (12.06, 24.13)
+    assert "proratePrice" not in await cw.get(f"/finance/agreements/{agreement}/additions/{p}")
     q_line = next(line for line in sandbox.invoicing.lines(max(sandbox.store.invoices.rows)) if line.addition_id == q)
     assert q_line.note == "This item has been prorated with a start date of: 3/15/2026"
     assert total == d("90.13")

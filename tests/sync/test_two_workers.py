@@ -10,7 +10,7 @@ from sqlalchemy import select, update
 
 from app.context import AppContext
 from app.db.base import utcnow
-from app.db.models import Company, SyncState
+from app.db.models import SyncState, Tenant
 from app.settings import Settings
 from app.sync.worker import Worker
 from tests.sync.bulk import fleet
@@ -23,8 +23,8 @@ async def test_two_workers_handle_each_of_500_jobs_exactly_once(ctx: AppContext,
     assert sandbox is not None
     group = await fleet(ctx, sandbox, companies=500)
     async with ctx.sessionmaker() as s, s.begin():
-        # Not billing-enabled: each job is claimed, reconciled (as paused) and finished without CW calls.
-        await s.execute(update(Company).where(Company.tenant_id == group.tenant_id).values(billing_enabled=False))
+        # The tenant's master switch off: each job is claimed, reconciled (as paused) and finished without CW calls.
+        await s.execute(update(Tenant).where(Tenant.id == group.tenant_id).values(billing_enabled=False))
         await s.execute(update(SyncState).values(due_at=utcnow(), generation=1, reason="manual"))
     contexts = [AppContext.build(settings), AppContext.build(settings)]
     workers = [
