@@ -17,7 +17,19 @@ from app.connectwise.sandbox.credentials import IN_PROCESS_SITE
 from app.context import AppContext
 from app.db.base import new_id
 from app.db.migrate import upgrade_to_head
-from app.db.models import BillingProduct, Company, CwConnection, LicenseChange, SyncState, Tenant, TrackedAddition
+from app.db.models import (
+    AgreementTerm,
+    BillingProduct,
+    BillingStatusChange,
+    Company,
+    CwConnection,
+    LicenseChange,
+    PriceSetting,
+    SyncState,
+    Tenant,
+    TrackedAddition,
+)
+from app.domain.markers import Kind, Marker, company_key
 from app.main import create_app
 from app.security.encryption import generate_key
 from app.services.cw_connections import CLIENT_ID_PURPOSE, PRIVATE_KEY_PURPOSE
@@ -25,6 +37,7 @@ from app.services.tenants import NewTenant, create_tenant
 from app.settings import Environment, Settings, load_settings
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+BILLED_FROM = datetime(2026, 10, 31, 12, 0, tzinfo=UTC)  # every bench company is billed from 1 November
 SIGNING_KEY = "bench-signing-key-" + os.urandom(16).hex()
 ENCRYPTION_KEY = generate_key()
 
@@ -101,7 +114,8 @@ async def big_tenant(
                 unit_cost=Decimal("1.25"),
             )
         )
-    company_rows, state_rows, ledger_rows, tracked_rows = [], [], [], []
+        s.add(PriceSetting(tenant_id=row.id, set_at=BILLED_FROM, unit_price=Decimal("3.00"), unit_cost=Decimal("1.25")))
+    company_rows, state_rows, ledger_rows, tracked_rows, term_rows, status_rows = [], [], [], [], [], []
     for i in range(companies):
         agreement_id = i + 1000
         if sandbox is not None:
@@ -111,9 +125,9 @@ async def big_tenant(
                 "company": {"id": 1},
                 "contact": {"id": 1},
                 "cancelledFlag": False,
-                "agreementStatus": "Active",
                 "billingCycle": {"id": 1, "name": "Monthly"},
-                "billStartDate": "2026-01-01T00:00:00Z",
+                "startDate": "2026-11-01T00:00:00Z",
+                "billStartDate": "2026-11-01T00:00:00Z",
                 "noEndingDateFlag": True,
                 "type": {"id": 1},
                 "_info": {"lastUpdated": "2026-01-01T00:00:00Z"},
@@ -127,16 +141,39 @@ async def big_tenant(
                 "external_id": f"c-{i}",
                 "name": f"Company {i}",
                 "license_count": count,
-                "last_sequence": ledger_rows_per_company,
                 "billing_enabled": True,
+                "billing_active": True,
                 "cw_company_id": 1,
                 "cw_agreement_id": agreement_id,
                 "agreement_name": "Managed Services",
                 "billing_cycle": "Monthly",
-                "bill_start_date": date(2026, 1, 1),
+                "bill_start_date": date(2026, 11, 1),
                 "agreement_prorate": False,
+                "agreement_status": "Active",
+                "agreement_checked_at": NOW,
+                "mapped_at": BILLED_FROM,
                 "created_at": NOW,
                 "updated_at": NOW,
+            }
+        )
+        term_rows.append(
+            {
+                "tenant_id": tenant.tenant_id,
+                "company_id": pk,
+                "from_day": date(2026, 11, 1),
+                "cw_agreement_id": agreement_id,
+                "billing_cycle": "Monthly",
+                "bill_start_date": date(2026, 11, 1),
+                "created_at": BILLED_FROM,
+            }
+        )
+        status_rows.append(
+            {
+                "tenant_id": tenant.tenant_id,
+                "company_id": pk,
+                "changed_at": BILLED_FROM,
+                "active": True,
+                "reason": "bench",
             }
         )
         state_rows.append(
@@ -153,10 +190,12 @@ async def big_tenant(
                     "received_at": NOW,
                     "effective_at": datetime(2026, 10, 1, 9, tzinfo=UTC),
                     "webhook_id": f"seed-{i}-{seq}",
+                    "status": "accepted",
+                    "source": "portal",
                 }
             )
-        if in_sync and sandbox is not None:
-            marker = f"cwbs:{pk.replace('-', '')}:base"
+        if in_sync and sandbox is not None:  # November's base line, written before November began
+            marker = str(Marker(company_key(pk), Kind.base, date(2026, 11, 1)))
             addition = sandbox.store.create_addition(
                 agreement_id,
                 {
@@ -176,7 +215,7 @@ async def big_tenant(
                     "tenant_id": tenant.tenant_id,
                     "company_id": pk,
                     "cw_agreement_id": agreement_id,
-                    "role": "base",
+                    "kind": Kind.base.value,
                     "marker": marker,
                     "cw_addition_id": addition["id"],
                     "adopted": False,
@@ -186,12 +225,17 @@ async def big_tenant(
                         "unit_price": "3.00",
                         "unit_cost": "1.25",
                         "less_included": "0",
+                        "effective": "2026-11-01",
+                        "cancelled": None,
+                        "description": "Vendor EDR",
                     },
                 }
             )
     async with ctx.engine.begin() as conn:
         for model, rows in (
             (Company, company_rows),
+            (AgreementTerm, term_rows),
+            (BillingStatusChange, status_rows),
             (SyncState, state_rows),
             (LicenseChange, ledger_rows),
             (TrackedAddition, tracked_rows),
@@ -225,3 +269,21 @@ async def database_size(ctx: AppContext) -> int:
 
 def app_for(settings: Settings, sandbox: Sandbox | None = None) -> FastAPI:
     return create_app(settings, sandbox=sandbox)
+
+
+async def store_and_apply(ctx: AppContext, tenant_id: str, payload: dict[str, object], *, webhook_id: str) -> None:
+    """One delivery stored in the inbox (as the webhook route stores it) and applied (as the worker does)."""
+    import json
+
+    from app.db.inbox import Entry, store_on_core
+    from app.services.applier import apply_pending
+
+    async with ctx.sessionmaker() as s:
+        tenant = await s.get(Tenant, tenant_id)
+        assert tenant is not None
+        version = tenant.secrets_version
+    entry = Entry(tenant_id, webhook_id, str(payload["type"]), ctx.now(), json.dumps(payload), payload, version)
+    async with ctx.engine.connect() as conn:
+        await store_on_core(conn, [entry])
+    async with ctx.sessionmaker() as s, s.begin():
+        await apply_pending(s, now=ctx.now())

@@ -40,6 +40,7 @@ from bench.fixtures import (
     database_size,
     fresh_database,
     sqlite_url,
+    store_and_apply,
 )
 from bench.load import encode_post, run_load
 
@@ -249,31 +250,24 @@ async def _economy() -> dict[str, Any]:
     app = app_for(bench_settings(url), sandbox)
     ctx = app.state.ctx
     big = await big_tenant(ctx, sandbox, companies=20, in_sync=True)
-    worker = Worker(ctx, billing_now=lambda: NOW, full_reconcile_every=None)
-    from app.api.schemas.webhooks import LicenseCountChanged, LicenseCountChangedData
-    from app.db.models import Tenant
-    from app.services.webhook_intake import accept_event
+    ctx.clock.freeze(NOW)
+    worker = Worker(ctx, full_reconcile_every=None)
 
     async def change(company: int, count: int, sequence: int, day: int) -> None:
-        event = LicenseCountChanged(
-            type="license.count_changed",
-            data=LicenseCountChangedData(
-                company_id=f"c-{company}",
-                license_count=count,
-                sequence=sequence,
-                effective_at=datetime(2026, 11, day, 10, tzinfo=UTC),
-            ),
+        await store_and_apply(
+            ctx,
+            big.tenant.tenant_id,
+            {
+                "type": "license.count_changed",
+                "data": {
+                    "company_id": f"c-{company}",
+                    "license_count": count,
+                    "sequence": sequence,
+                    "effective_at": datetime(2026, 11, day, 10, tzinfo=UTC).isoformat(),
+                },
+            },
+            webhook_id=f"e-{company}-{sequence}",
         )
-        async with ctx.sessionmaker() as session, session.begin():
-            tenant = await session.get(Tenant, big.tenant.tenant_id)
-            assert tenant is not None
-            await accept_event(
-                session,
-                tenant=tenant,
-                webhook_id=f"e-{company}-{sequence}",
-                event=event,
-                payload=event.model_dump(mode="json"),
-            )
 
     def calls() -> int:  # API calls; the codebase lookup is counted apart (once per tenant and hour)
         return sandbox.stats["requests"]
@@ -332,7 +326,8 @@ async def bench_full_reconcile(url: str, companies: int, per_minute: int) -> dic
     ctx = app.state.ctx
     ctx.budgets = BudgetRegistry(per_minute, window=BUDGET_WINDOW_S)
     await big_tenant(ctx, sandbox, companies=companies, in_sync=True)
-    worker = Worker(ctx, billing_now=lambda: NOW, full_reconcile_every=None, batch_size=100, concurrency=8)
+    ctx.clock.freeze(NOW)
+    worker = Worker(ctx, full_reconcile_every=None, batch_size=100, concurrency=8)
     await worker.schedule_full_reconcile()
     calls_before = sandbox.stats["requests"] + sandbox.stats["companyinfo"]
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -391,10 +386,12 @@ async def bench_scale(url: str, sizes: list[int]) -> list[dict[str, Any]]:
         async with ctx.sessionmaker() as session, session.begin():
             ids = list(await session.scalars(select(Company.id).limit(sample)))
             for company_id in ids:
-                await schedule_sync(session, tenant_id=big.tenant.tenant_id, company_id=company_id, reason="bench")
+                await schedule_sync(
+                    session, tenant_id=big.tenant.tenant_id, company_id=company_id, reason="bench", at=NOW
+                )
+        ctx.clock.freeze(NOW)
         worker = Worker(
             ctx,
-            billing_now=lambda: NOW,
             full_reconcile_every=None,
             batch_size=100,
             concurrency=1 if url.startswith("sqlite") else 8,
