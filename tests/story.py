@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from app.connectwise.sandbox.app import Sandbox
 from app.context import AppContext
-from app.db.models import SyncState
+from app.db.models import Company, SyncState
 from app.domain.markers import company_key, parse
 from app.services.tenants import NewTenant, create_tenant
 from app.sync.worker import Worker
@@ -184,3 +184,46 @@ class World:
                 return
             self.ctx.clock.freeze(max(now, min(soon)) + timedelta(seconds=1))
         raise AssertionError("the worker never got quiet")
+
+
+# ---------------------------------------------------------------------- helpers for stories told in tests
+def d(text: str) -> Decimal:
+    return Decimal(text)
+
+
+async def company_pk(world: World, company: str = "c-42") -> str:
+    """The service's id of a portal company (its lines' markers carry it)."""
+    async with world.ctx.sessionmaker() as session:
+        pk = await session.scalar(select(Company.id).where(Company.external_id == company))
+    assert pk is not None
+    return pk
+
+
+def ours(world: World, invoice_id: int, pk: str) -> list[tuple[str, Decimal]]:
+    """The invoice's lines written for the company: (kind, amount), sorted."""
+    key = company_key(pk)
+    found = []
+    for line in world.sandbox.invoicing.lines(invoice_id):
+        marker = parse(line.serial_number)
+        if marker is not None and marker.key == key:
+            found.append((str(marker.kind), line.amount))
+    return sorted(found)
+
+
+async def billed_since_october(world: World, *, licenses: int = 1, settings: dict[str, str] | None = None) -> int:
+    """Contoso (c-42), billed on its own agreement since 1 October with `licenses` licenses (since 1 September) at
+    3.00; the agreement's id. September and October are invoiced."""
+    world.at(date(2026, 9, 1))
+    agreement = world.agreement(1, start=date(2026, 9, 1), prorate=bool(settings and settings.get("prorate")))
+    await world.setup(**{k: v for k, v in (settings or {}).items() if k != "prorate"})
+    await world.deliver({"type": "company.upserted", "data": {"company_id": "c-42", "name": "Contoso"}})
+    await world.licenses("c-42", licenses, sequence=1, effective=date(2026, 9, 1))
+    await world.work()
+    world.at(date(2026, 9, 30))
+    world.invoice_due(agreement)  # September: before this company is billed
+    await world.call("PUT", "/api/v1/companies/c-42/mapping", json={"cw_company_id": 1, "cw_agreement_id": agreement})
+    await world.call("PATCH", "/api/v1/companies/c-42/billing", json={"enabled": True})
+    await world.work()
+    world.at(date(2026, 10, 2))
+    world.invoice_due(agreement)  # October: licenses × 3.00 (and 30 Sep as a new customer, billed with November)
+    return agreement

@@ -5,45 +5,9 @@ Every expected amount is worked out in the comment beside it; none comes from th
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import date
-from decimal import Decimal
 
-import httpx
-import pytest
-import stamina
-from fastapi import FastAPI
-
-from tests.story import World
-
-
-@pytest.fixture(autouse=True)
-def no_retry_waits() -> object:
-    with stamina.set_testing(True, attempts=3, cap=True):
-        yield
-
-
-@pytest.fixture
-async def world(app: FastAPI) -> AsyncIterator[World]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
-        yield World(app, http)
-
-
-def d(text: str) -> Decimal:
-    return Decimal(text)
-
-
-async def company_pk(world: World, company: str) -> str:
-    body = await world.call("GET", f"/api/v1/companies/{company}")
-    assert body["company_id"] == company
-    from sqlalchemy import select
-
-    from app.db.models import Company
-
-    async with world.ctx.sessionmaker() as session:
-        pk = await session.scalar(select(Company.id).where(Company.external_id == company))
-    assert pk is not None
-    return pk
+from tests.story import World, company_pk, d
 
 
 async def test_a_late_delivery_and_a_price_change_land_on_the_right_invoices(world: World) -> None:

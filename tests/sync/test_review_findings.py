@@ -4,69 +4,13 @@ Every expected amount is worked out by hand beside it."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 from datetime import date
-from decimal import Decimal
 
-import httpx
 import pytest
-import stamina
-from fastapi import FastAPI
 from sqlalchemy import select
 
-from app.db.models import Company, SyncState
-from app.domain.markers import company_key, parse
-from tests.story import World
-
-
-@pytest.fixture(autouse=True)
-def no_retry_waits() -> Iterator[None]:
-    with stamina.set_testing(True, attempts=3, cap=True):
-        yield
-
-
-@pytest.fixture
-async def world(app: FastAPI) -> AsyncIterator[World]:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
-        yield World(app, http)
-
-
-def d(text: str) -> Decimal:
-    return Decimal(text)
-
-
-async def billed_since_october(world: World, *, licenses: int = 1, settings: dict[str, str] | None = None) -> int:
-    """Contoso (c-42), billed on its own agreement since 1 October with `licenses` licenses (since 1 September)."""
-    world.at(date(2026, 9, 1))
-    agreement = world.agreement(1, start=date(2026, 9, 1), prorate=bool(settings and settings.get("prorate")))
-    await world.setup(**{k: v for k, v in (settings or {}).items() if k != "prorate"})
-    await world.deliver({"type": "company.upserted", "data": {"company_id": "c-42", "name": "Contoso"}})
-    await world.licenses("c-42", licenses, sequence=1, effective=date(2026, 9, 1))
-    await world.work()
-    world.at(date(2026, 9, 30))
-    world.invoice_due(agreement)  # September: before this company is billed
-    await world.call("PUT", "/api/v1/companies/c-42/mapping", json={"cw_company_id": 1, "cw_agreement_id": agreement})
-    await world.call("PATCH", "/api/v1/companies/c-42/billing", json={"enabled": True})
-    await world.work()
-    world.at(date(2026, 10, 2))
-    world.invoice_due(agreement)  # October: licenses × 3.00 (and 30 Sep as a new customer, billed with November)
-    return agreement
-
-
-async def company_pk(world: World) -> str:
-    async with world.ctx.sessionmaker() as session:
-        pk = await session.scalar(select(Company.id).where(Company.external_id == "c-42"))
-    assert pk is not None
-    return pk
-
-
-def ours(world: World, invoice_id: int, pk: str) -> list[tuple[str, Decimal]]:
-    key = company_key(pk)
-    return sorted(
-        (str(parse(line.serial_number).kind), line.amount)  # type: ignore[union-attr]
-        for line in world.sandbox.invoicing.lines(invoice_id)
-        if parse(line.serial_number) is not None and parse(line.serial_number).key == key  # type: ignore[union-attr]
-    )
+from app.db.models import SyncState
+from tests.story import World, billed_since_october, company_pk, d, ours
 
 
 async def test_the_rollover_leaves_last_periods_proration_line_for_its_invoice(world: World) -> None:
