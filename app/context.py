@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app.clock import Clock
 from app.connectwise.budget import BudgetRegistry
 from app.connectwise.client import DEFAULT_TIMEOUT, CodebaseCache
+from app.connectwise.network import guarded_client
 from app.connectwise.sandbox.app import Sandbox
 from app.connectwise.schemas import BillingCycle
 from app.db.session import create_engine, create_sessionmaker
@@ -71,14 +72,14 @@ class AppContext:
             engine=engine,
             sessionmaker=create_sessionmaker(engine),
             tokens=TokenIssuer(
-                signing_key=settings.jwt_signing_key.get_secret_value(),
+                signing_key=settings.jwt_signing_key,
                 issuer=settings.jwt_issuer,
                 audience=settings.jwt_audience,
                 ttl_seconds=settings.token_ttl_seconds,
             ),
             secrets=SecretBox([k.get_secret_value() for k in settings.encryption_keys]),
-            # Redirects are never followed: a CW site cannot bounce us to an internal address.
-            cw_http=httpx.AsyncClient(timeout=DEFAULT_TIMEOUT, follow_redirects=False),
+            # Every connection checked and pinned (SSRF); redirects never followed.
+            cw_http=guarded_client(allow_private=settings.cw_allow_private_sites, timeout=DEFAULT_TIMEOUT),
             budgets=BudgetRegistry(settings.cw_requests_per_minute),
             clock=clock,
             sandbox=sandbox,

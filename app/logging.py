@@ -32,7 +32,11 @@ def configure_logging(*, json: bool, level: str = "INFO") -> None:
         )
         return
     renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+        structlog.processors.JSONRenderer()
+        if json
+        # A plain traceback: the default (rich's, when installed) prints every frame's local variables — tokens,
+        # secrets, keys — into the log.
+        else structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback)
     )
     structlog.configure(
         processors=[*shared, structlog.processors.format_exc_info, renderer] if json else [*shared, renderer],

@@ -91,12 +91,13 @@ class RequestContextMiddleware:
             structlog.contextvars.clear_contextvars()
 
 
-MAX_CHECKED_BODY = 1024 * 1024
+MAX_BODY = 1024 * 1024  # REST request bodies
 
 
 class RejectNulMiddleware:
-    """NUL characters cannot be stored by PostgreSQL and never belong in this API's input: answer 422 for any in the
-    path, query or body (raw or as JSON's \\u0000 escape) before the request reaches a handler."""
+    """Bodies of the REST API are at most 1 MiB (413 before more is read), and NUL characters — which PostgreSQL
+    cannot store and never belong in this API's input — are refused with 422 anywhere in the path, query or body (raw
+    or as JSON's \\u0000 escape), before the request reaches a handler. Webhooks have their own, smaller limit."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -114,7 +115,12 @@ class RejectNulMiddleware:
             # Signature first (a bad one is a 401 whatever the body holds); the webhook parser checks NUL after.
             await self.app(scope, receive, send)
             return
-        form = dict(scope["headers"]).get(b"content-type", b"").startswith(b"application/x-www-form-urlencoded")
+        headers = dict(scope["headers"])
+        form = headers.get(b"content-type", b"").startswith(b"application/x-www-form-urlencoded")
+        declared = headers.get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > MAX_BODY:
+            await _reject(scope, send, f"Request bodies are limited to {MAX_BODY} bytes", status=413)
+            return
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -122,40 +128,45 @@ class RejectNulMiddleware:
             body = message.get("body", b"")
             size += len(body)
             chunks.append(body)
-            if not message.get("more_body") or size > MAX_CHECKED_BODY:
+            if size > MAX_BODY:
+                await _reject(scope, send, f"Request bodies are limited to {MAX_BODY} bytes", status=413)
+                return
+            if not message.get("more_body"):
                 break
         body = b"".join(chunks)
         if b"\x00" in body or b"\\u0000" in body or (form and b"%00" in body):
             await _reject(scope, send, "NUL characters are not allowed in the body")
             return
         replayed = False
-        more = size > MAX_CHECKED_BODY  # too large to check whole: the rest streams through unchecked
 
         async def replay() -> Message:
             nonlocal replayed
             if not replayed:
                 replayed = True
-                return {"type": "http.request", "body": body, "more_body": more}
-            return await receive()  # the rest of a large body, or the disconnect
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # the disconnect
 
         await self.app(scope, replay, send)
 
 
-async def _reject(scope: Scope, send: Send, detail: str) -> None:
+async def _reject(scope: Scope, send: Send, detail: str, *, status: int = 422) -> None:
+    code, title = (
+        ("payload_too_large", "Payload too large") if status == 413 else ("invalid_characters", "Invalid characters")
+    )
     payload = json.dumps(
         {
-            "type": "https://cw-billing-sync.dev/problems/invalid_characters",
-            "title": "Invalid characters",
-            "status": 422,
+            "type": f"https://cw-billing-sync.dev/problems/{code}",
+            "title": title,
+            "status": status,
             "detail": detail,
             "instance": scope.get("path", ""),
-            "code": "invalid_characters",
+            "code": code,
         }
     ).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": 422,
+            "status": status,
             "headers": [
                 (b"content-type", b"application/problem+json"),
                 (b"content-length", str(len(payload)).encode()),

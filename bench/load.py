@@ -82,3 +82,37 @@ async def run_load(url: str, requests: list[bytes], concurrency: int) -> LoadRes
     await asyncio.gather(*(one_connection() for _ in range(concurrency)))
     result.elapsed_s = time.perf_counter() - started
     return result
+
+
+async def run_paced(url: str, requests: list[bytes], rate: float, connections: int) -> LoadResult:
+    """Open loop: request i is due `i / rate` seconds after the start, whatever the answers before it took; its
+    latency counts from when it was due (a slow server cannot hide its queue by slowing the sender down)."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    counter = itertools.count()
+    result = LoadResult(requests=len(requests), elapsed_s=0.0)
+    start = time.perf_counter()
+
+    async def one_connection() -> None:
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            while (i := next(counter)) < len(requests):
+                due = start + i / rate
+                if (wait := due - time.perf_counter()) > 0:
+                    await asyncio.sleep(wait)
+                try:
+                    writer.write(requests[i])
+                    status = await _read_response(reader)
+                except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+                    result.transport_errors += 1
+                    writer.close()
+                    reader, writer = await asyncio.open_connection(host, port)
+                    continue
+                result.latencies_s.append(time.perf_counter() - due)
+                result.statuses[status] = result.statuses.get(status, 0) + 1
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(one_connection() for _ in range(connections)))
+    result.elapsed_s = time.perf_counter() - start
+    return result

@@ -42,7 +42,7 @@ from bench.fixtures import (
     sqlite_url,
     store_and_apply,
 )
-from bench.load import encode_post, run_load
+from bench.load import encode_post, run_load, run_paced
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -119,23 +119,29 @@ class Server:
         self.process.wait(timeout=10)
 
 
-INGEST_COMPANIES = 1000
+HOT_COMPANIES = 200  # "hot": many deliveries per company in every batch
+NEW_PREFIX = "new"  # "new": every delivery names a company never seen before
 
 
 def _deliveries(
-    tenant_id: str, secret: str, count: int, *, start: int, companies: int = INGEST_COMPANIES
+    tenant_id: str, secret: str, count: int, *, start: int, workload: str = "hot", companies: int = HOT_COMPANIES
 ) -> list[tuple[bytes, dict[str, str]]]:
+    """Signed deliveries, `start`…`start + count − 1`: for `hot`, changes to `companies` known companies in turn
+    (sequences increasing per company); for `new`, one first change of a company nobody has seen yet."""
     stamp = int(datetime.now(UTC).timestamp())
     out = []
     for i in range(start, start + count):
-        company, sequence = i % companies, i // companies + 2  # the fleet starts at sequence 1
+        if workload == "hot":
+            company, sequence = f"c-{i % companies}", i // companies + 2  # the fleet starts at sequence 1
+        else:
+            company, sequence = f"{NEW_PREFIX}-{i}", 1
         body = json.dumps(
             {
                 "type": "license.count_changed",
-                "data": {"company_id": f"c-{company}", "license_count": 1 + (i % 50), "sequence": sequence},
+                "data": {"company_id": company, "license_count": 1 + (i % 50), "sequence": sequence},
             }
         ).encode()
-        webhook_id = f"bench-{i}"
+        webhook_id = f"bench-{workload}-{i}"
         out.append(
             (
                 body,
@@ -151,68 +157,207 @@ def _deliveries(
 
 
 # Requests per measured segment, by concurrency; every level is measured in ROUNDS segments per server.
-LEVELS = {1: 400, 8: 2000, 32: 4000}
+LEVELS = {8: 2000, 32: 4000}
 ROUNDS = 7
 
 
-async def bench_ingest(url: str, label: str) -> dict[str, Any]:
-    """Deliveries for 1,000 mapped, billing-enabled companies: each one is recorded, applied and schedules a
-    reconcile — the path every license change of a configured MSP takes (the worker is off, so only intake runs).
+def _server_env(url: str, *, worker: bool = False) -> dict[str, str]:
+    return {
+        "APP_ENV": "production",
+        "DATABASE_URL": url,
+        "JWT_SIGNING_KEY": SIGNING_KEY,
+        "ENCRYPTION_KEYS": ENCRYPTION_KEY,
+        "RUN_WORKER": "true" if worker else "false",
+        "CW_SANDBOX": "false",
+    }
+
+
+async def _ingest_tenant(url: str) -> Any:
+    """A fresh database with a tenant of HOT_COMPANIES mapped, billing-enabled companies."""
+    await fresh_database(url)
+    app = app_for(bench_settings(url))
+    ctx = app.state.ctx
+    tenant = (await big_tenant(ctx, None, companies=HOT_COMPANIES, in_sync=False)).tenant
+    await ctx.aclose()
+    await ctx.engine.dispose()
+    return tenant
+
+
+async def bench_ingest(url: str, label: str, workloads: tuple[str, ...]) -> dict[str, Any]:
+    """The webhook route (verify, validate, store in the inbox, 202) against a bare endpoint, per workload: `hot`
+    (HOT_COMPANIES known companies, many deliveries each per batch) and `new` (each delivery a company never seen).
+    The worker is off: this is the request path alone; the applier is measured by `bench_applier`.
 
     Both servers run side by side and the load alternates between them in short segments (bare, service, service,
     bare, …), so a slow spell of this shared VM lands on both: the ratio is the median of the ratios of segments
     measured back to back, the throughput of each the median of its segments, the latencies those of all of them.
     """
-    await fresh_database(url)
-    settings = bench_settings(url)
-    app = app_for(settings)
-    ctx = app.state.ctx
-    tenant = (await big_tenant(ctx, None, companies=INGEST_COMPANIES, in_sync=False)).tenant
-    await ctx.aclose()
-    await ctx.engine.dispose()
-    env = {
-        "APP_ENV": "production",
-        "DATABASE_URL": url,
-        "JWT_SIGNING_KEY": SIGNING_KEY,
-        "ENCRYPTION_KEYS": ENCRYPTION_KEY,
-        "RUN_WORKER": "false",
-        "CW_SANDBOX": "false",
-    }
+    tenant = await _ingest_tenant(url)
+    env = _server_env(url)
     servers = {
         "bare": Server("bench.bare:app", env, factory=False),
         "service": Server("app.main:create_app", env, factory=True),
     }
-    offset = 0
+    offsets = dict.fromkeys(workloads, 0)
 
-    def batch(count: int) -> list[tuple[bytes, dict[str, str]]]:
-        nonlocal offset
-        offset += count
-        return _deliveries(tenant.tenant_id, tenant.webhook_secret, count, start=offset - count)
+    def batch(workload: str, count: int) -> list[tuple[bytes, dict[str, str]]]:
+        offsets[workload] += count
+        start = offsets[workload] - count
+        return _deliveries(tenant.tenant_id, tenant.webhook_secret, count, start=start, workload=workload)
 
-    results: dict[str, Any] = {"bare": {}, "service": {}, "database": label, "rounds": ROUNDS}
+    results: dict[str, Any] = {"database": label, "rounds": ROUNDS, "workloads": {}}
     try:
         endpoints = {}
         for name, server in servers.items():
             await server.wait()
             endpoints[name] = f"{server.url}/webhooks/portal/{tenant.tenant_id}"
-            await _segment(endpoints[name], batch(200), 8)  # warm: connections, caches, prepared statements
-        for concurrency, count in LEVELS.items():
-            segments: dict[str, list[_Segment]] = {"bare": [], "service": []}
-            for round_ in range(ROUNDS):
-                for name in ("bare", "service") if round_ % 2 == 0 else ("service", "bare"):
-                    segments[name].append(await _segment(endpoints[name], batch(count), concurrency))
-            failed = sum(s.errors for measured in segments.values() for s in measured)
-            if failed:  # throughput of failing requests means nothing
-                raise RuntimeError(f"{failed} requests at {concurrency} connections were not answered 200/202")
-            ratios = [s.rps / b.rps for s, b in zip(segments["service"], segments["bare"], strict=True)]
-            for name, measured in segments.items():
-                results[name][str(concurrency)] = _summary(measured)
-            results["service"][str(concurrency)]["ratio_to_bare"] = round(statistics.median(ratios), 3)
-            results["service"][str(concurrency)]["ratio_range"] = [round(min(ratios), 3), round(max(ratios), 3)]
+            for workload in workloads:  # warm: connections, caches, prepared statements
+                await _segment(endpoints[name], batch(workload, 200), 8)
+        for workload in workloads:
+            measured: dict[str, Any] = {"bare": {}, "service": {}}
+            for concurrency, count in LEVELS.items():
+                segments: dict[str, list[_Segment]] = {"bare": [], "service": []}
+                for round_ in range(ROUNDS):
+                    for name in ("bare", "service") if round_ % 2 == 0 else ("service", "bare"):
+                        segments[name].append(await _segment(endpoints[name], batch(workload, count), concurrency))
+                failed = sum(s.errors for parts in segments.values() for s in parts)
+                if failed:  # throughput of failing requests means nothing
+                    raise RuntimeError(f"{failed} requests at {concurrency} connections were not answered 200/202")
+                ratios = [s.rps / b.rps for s, b in zip(segments["service"], segments["bare"], strict=True)]
+                for name, parts in segments.items():
+                    measured[name][str(concurrency)] = _summary(parts)
+                measured["service"][str(concurrency)]["ratio_to_bare"] = round(statistics.median(ratios), 3)
+                measured["service"][str(concurrency)]["ratio_range"] = [round(min(ratios), 3), round(max(ratios), 3)]
+            results["workloads"][workload] = measured
     finally:
         for server in servers.values():
             server.stop()
     return results
+
+
+# ---------------------------------------------------------------------------------------------------- applier
+async def _pending_deliveries(ctx: Any, tenant: Any, count: int, *, start: int) -> None:
+    """`count` stored, not yet applied deliveries (half `hot`, half `new`), written as the intake writes them."""
+    from app.db.inbox import Entry, store_on_core
+
+    entries = []
+    for workload, first in (("hot", start), ("new", start)):
+        for body, headers in _deliveries(
+            tenant.tenant_id, tenant.webhook_secret, count // 2, start=first, workload=workload
+        ):
+            payload = json.loads(body)
+            entries.append(
+                Entry(
+                    tenant.tenant_id,
+                    headers["webhook-id"],
+                    payload["type"],
+                    datetime.now(UTC),
+                    body.decode(),
+                    payload,
+                    1,
+                )
+            )
+    async with ctx.engine.connect() as conn:
+        for chunk in range(0, len(entries), 500):
+            await store_on_core(conn, entries[chunk : chunk + 500])
+        await conn.commit()
+
+
+async def bench_applier(url: str, label: str) -> dict[str, Any]:
+    """How fast the applier turns stored deliveries into license history, alone (a backlog of 20,000: half changes
+    of 200 known companies, half first changes of new companies); then, with ingest running at a fixed rate against
+    the service with its in-process worker, how long from the 202 to applied (p50/p99, read from the inbox rows),
+    at the highest of a few rates it kept up with."""
+    from sqlalchemy import func, select
+
+    from app.db.models import WebhookInbox
+    from app.services.applier import apply_pending
+
+    tenant = await _ingest_tenant(url)
+    app = app_for(bench_settings(url))
+    ctx = app.state.ctx
+    backlog = 20_000
+    await _pending_deliveries(ctx, tenant, backlog, start=10_000_000)
+    started = time.perf_counter()
+    applied = 0
+    while True:
+        async with ctx.sessionmaker() as session, session.begin():
+            done = await apply_pending(session, now=ctx.now())
+        if not done:
+            break
+        applied += done
+    capacity = applied / (time.perf_counter() - started)
+    await ctx.aclose()
+    await ctx.engine.dispose()
+
+    # The server below has no ConnectWise to reach: with billing off, applying schedules no reconcile there (the
+    # capacity above included scheduling them; the way to CW is measured by bench_portal_to_cw).
+    await _set_billing(url, tenant.tenant_id, enabled=False)
+    server = Server("app.main:create_app", _server_env(url, worker=True), factory=True)
+    trials: list[dict[str, Any]] = []
+    offset = 20_000_000
+    try:
+        await server.wait()
+        endpoint = f"{server.url}/webhooks/portal/{tenant.tenant_id}"
+        engine_ctx = app_for(bench_settings(url)).state.ctx
+        for share in (0.8, 0.6, 0.4, 0.25):
+            rate = round(capacity * share)
+            duration = 15
+            deliveries = []
+            for workload in ("hot", "new"):
+                deliveries += _deliveries(
+                    tenant.tenant_id, tenant.webhook_secret, rate * duration // 2, start=offset, workload=workload
+                )
+            deliveries = [
+                d
+                for pair in zip(deliveries[: len(deliveries) // 2], deliveries[len(deliveries) // 2 :], strict=False)
+                for d in pair
+            ]
+            offset += len(deliveries)
+            ids = [headers["webhook-id"] for _, headers in deliveries]
+            sent = await run_paced(endpoint, [encode_post(endpoint, b, h) for b, h in deliveries], rate, 32)
+            deadline = time.perf_counter() + 30
+            while time.perf_counter() < deadline:
+                async with engine_ctx.sessionmaker() as session:
+                    waiting = await session.scalar(
+                        select(func.count()).where(WebhookInbox.webhook_id.in_(ids), WebhookInbox.applied_at.is_(None))
+                    )
+                if not waiting:
+                    break
+                await asyncio.sleep(0.2)
+            async with engine_ctx.sessionmaker() as session:
+                rows = (
+                    await session.execute(
+                        select(WebhookInbox.received_at, WebhookInbox.applied_at).where(
+                            WebhookInbox.webhook_id.in_(ids)
+                        )
+                    )
+                ).all()
+            delays = [(a - r).total_seconds() for r, a in rows if a is not None]
+            trial = {
+                "rate_per_s": rate,
+                "sent": len(deliveries),
+                "applied": len(delays),
+                "ingest_p99_ms": round(_percentile(sent.latencies_s, 99) * 1000, 1),
+                "to_applied_p50_ms": round(_percentile(delays, 50) * 1000, 1) if delays else None,
+                "to_applied_p99_ms": round(_percentile(delays, 99) * 1000, 1) if delays else None,
+            }
+            trial["kept_up"] = trial["applied"] == trial["sent"] and (trial["to_applied_p99_ms"] or 1e9) < 1000
+            trials.append(trial)
+            if trial["kept_up"]:
+                break
+        await engine_ctx.aclose()
+        await engine_ctx.engine.dispose()
+    finally:
+        server.stop()
+    kept = next((t for t in trials if t["kept_up"]), None)
+    return {
+        "database": label,
+        "backlog": backlog,
+        "alone_per_s": round(capacity, 1),
+        "trials": trials,
+        "sustained_per_s": kept["rate_per_s"] if kept else None,
+    }
 
 
 @dataclass
@@ -238,6 +383,116 @@ def _summary(segments: list[_Segment]) -> dict[str, Any]:
         "p50_ms": round(_percentile(latencies, 50) * 1000, 2),
         "p99_ms": round(_percentile(latencies, 99) * 1000, 2),
         "errors": sum(s.errors for s in segments),
+    }
+
+
+async def _set_billing(url: str, tenant_id: str, *, enabled: bool) -> None:
+    from sqlalchemy import update
+
+    from app.db.models import Tenant
+
+    ctx = app_for(bench_settings(url)).state.ctx
+    async with ctx.sessionmaker() as session, session.begin():
+        await session.execute(update(Tenant).where(Tenant.id == tenant_id).values(billing_enabled=enabled))
+    await ctx.aclose()
+    await ctx.engine.dispose()
+
+
+# ---------------------------------------------------------------------------------------------------- portal → CW
+async def bench_portal_to_cw(url: str, label: str, *, companies: int = 200, rate: float = 5.0) -> dict[str, Any]:
+    """From the webhook's 202 to the change written in ConnectWise, with CW healthy: the service in one process as
+    deployed by default (HTTP and its worker on one event loop, the sandbox in-process), deliveries at `rate` per
+    second to `companies` mapped companies in steady state, each a change effective now. The latency of a delivery
+    is the time from its 202 to the first write to its company's lines recorded after it (the audit trail)."""
+    import random
+
+    from sqlalchemy import select
+
+    from app.db.models import AuditEvent
+
+    await fresh_database(url)
+    sandbox = Sandbox()
+    app = app_for(bench_settings(url, cw_requests_per_minute=100_000), sandbox)
+    ctx = app.state.ctx
+    big = await big_tenant(ctx, sandbox, companies=companies, in_sync=True)
+    worker = Worker(ctx, full_reconcile_every=None)
+    await worker.schedule_full_reconcile()
+    await worker.drain()  # steady state under today's real date before measuring
+    ctx.intake.on_stored = worker.wake
+    runner = asyncio.create_task(worker.run_forever())
+    rng = random.Random(7)
+    counts = {i: 5 + i % 20 for i in range(companies)}
+    sequences = dict.fromkeys(range(companies), 1)
+    sent: list[tuple[str, datetime]] = []
+    total = int(rate * 40)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench") as http:
+            endpoint = f"/webhooks/portal/{big.tenant.tenant_id}"
+            start = time.perf_counter()
+            for i in range(total):
+                if (wait := start + i / rate - time.perf_counter()) > 0:
+                    await asyncio.sleep(wait)
+                company = rng.randrange(companies)
+                counts[company] += rng.choice((-2, -1, 1, 2, 3)) if counts[company] > 2 else 2
+                sequences[company] += 1
+                body = json.dumps(
+                    {
+                        "type": "license.count_changed",
+                        "data": {
+                            "company_id": f"c-{company}",
+                            "license_count": counts[company],
+                            "sequence": sequences[company],
+                        },
+                    }
+                ).encode()
+                webhook_id = f"p2cw-{i}"
+                stamp = int(time.time())
+                response = await http.post(
+                    endpoint,
+                    content=body,
+                    headers={
+                        "webhook-id": webhook_id,
+                        "webhook-timestamp": str(stamp),
+                        "webhook-signature": sign(
+                            secret=big.tenant.webhook_secret, webhook_id=webhook_id, timestamp=stamp, body=body
+                        ),
+                        "content-type": "application/json",
+                    },
+                )
+                assert response.status_code == 202, response.text
+                sent.append((f"c-{company}", datetime.now(UTC)))
+            await asyncio.sleep(5)  # the last ones reach CW
+    finally:
+        worker.stop()
+        await runner
+    async with ctx.sessionmaker() as session:
+        writes = (
+            await session.execute(
+                select(AuditEvent.object_id, AuditEvent.created_at).where(AuditEvent.action.like("cw.addition.%"))
+            )
+        ).all()
+    by_company: dict[str, list[datetime]] = {}
+    for company_id, at in writes:
+        by_company.setdefault(company_id or "", []).append(at)
+    latencies = []
+    unsynced = 0
+    for company_id, at in sent:
+        later = [w for w in by_company.get(company_id, []) if w >= at]
+        if later:
+            latencies.append((min(later) - at).total_seconds())
+        else:
+            unsynced += 1
+    await ctx.aclose()
+    await ctx.engine.dispose()
+    return {
+        "database": label,
+        "companies": companies,
+        "rate_per_s": rate,
+        "deliveries": total,
+        "not_written": unsynced,
+        "p50_ms": round(_percentile(latencies, 50) * 1000, 1) if latencies else None,
+        "p99_ms": round(_percentile(latencies, 99) * 1000, 1) if latencies else None,
+        "max_ms": round(max(latencies) * 1000, 1) if latencies else None,
     }
 
 
@@ -414,25 +669,57 @@ async def bench_scale(url: str, sizes: list[int]) -> list[dict[str, Any]]:
     return out
 
 
-def _table(results: dict[str, Any]) -> str:
-    lines = [f"Machine: {results['machine']}", ""]
-    for ingest in results["ingest"]:
+def _ingest_lines(ingest: dict[str, Any]) -> list[str]:
+    lines = []
+    for workload, measured in ingest["workloads"].items():
+        shape = (
+            f"{HOT_COMPANIES} known companies, many deliveries each per batch"
+            if workload == "hot"
+            else "every delivery a company never seen before"
+        )
         lines.append(
-            f"Webhook ingest ({ingest['database']}; baseline: bare FastAPI endpoint, same server; medians of "
-            f"{ingest['rounds']} interleaved segments)"
+            f"Webhook ingest, {workload} ({shape}; {ingest['database']}; baseline: bare FastAPI endpoint, same "
+            f"server; medians of {ingest['rounds']} interleaved segments)"
         )
         lines.append(
             f"  {'conns':>5} {'bare rps':>9} {'service rps':>12} {'ratio':>6} {'(range)':>13} "
             f"{'p50 ms':>7} {'p99 ms':>7}"
         )
         for level in LEVELS:
-            bare, svc = ingest["bare"][str(level)], ingest["service"][str(level)]
+            bare, svc = measured["bare"][str(level)], measured["service"][str(level)]
             low, high = svc["ratio_range"]
             lines.append(
                 f"  {level:>5} {bare['rps']:>9} {svc['rps']:>12} {svc['ratio_to_bare']:>6} {f'{low}–{high}':>13} "
                 f"{svc['p50_ms']:>7} {svc['p99_ms']:>7}"
             )
         lines.append("")
+    return lines
+
+
+def _table(results: dict[str, Any]) -> str:
+    lines = [f"Machine: {results['machine']}", ""]
+    for ingest in results["ingest"]:
+        lines += _ingest_lines(ingest)
+    applier = results["applier"]
+    lines.append(f"Applier ({applier['database']}; stored deliveries into the license history)")
+    lines.append(f"  alone, a backlog of {applier['backlog']}: {applier['alone_per_s']} deliveries/s")
+    for trial in applier["trials"]:
+        lines.append(
+            f"  ingest at {trial['rate_per_s']}/s with the worker in the server: {trial['applied']}/{trial['sent']} "
+            f"applied, 202 → applied p50 {trial['to_applied_p50_ms']} ms, p99 {trial['to_applied_p99_ms']} ms "
+            f"(ingest p99 {trial['ingest_p99_ms']} ms){'  ← kept up' if trial['kept_up'] else ''}"
+        )
+    lines.append("")
+    p2cw = results["portal_to_cw"]
+    lines.append(
+        f"Portal → ConnectWise ({p2cw['database']}; one process: HTTP, worker, in-process sandbox; "
+        f"{p2cw['rate_per_s']} changes/s to {p2cw['companies']} companies)"
+    )
+    lines.append(
+        f"  202 → written in CW: p50 {p2cw['p50_ms']} ms, p99 {p2cw['p99_ms']} ms, max {p2cw['max_ms']} ms; "
+        f"{p2cw['not_written']} of {p2cw['deliveries']} not written"
+    )
+    lines.append("")
     eco = results["economy"]
     lines.append("CW calls per license change (baseline: naive read agreement + read additions + write per change)")
     lines.append(
@@ -468,27 +755,40 @@ def _table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-async def main(quick: bool) -> int:
+async def main(quick: bool, only: set[str]) -> int:
     started = time.perf_counter()
     has_pg = await _postgres_available()
+    url, database = (PG_URL, "PostgreSQL") if has_pg else (sqlite_url(), "SQLite")
+    previous = json.loads((RESULTS / "latest.json").read_text()) if only and (RESULTS / "latest.json").exists() else {}
     results: dict[str, Any] = {
+        **previous,
         "machine": f"{platform.node()} · {os.cpu_count()} cores · Python {platform.python_version()} · "
         f"{datetime.now(UTC):%Y-%m-%d}",
-        "ingest": [],
     }
+
+    def wanted(part: str) -> bool:
+        return not only or part in only
+
     if quick:
-        LEVELS.update({1: 100, 8: 400, 32: 800})
-    results["ingest"].append(await bench_ingest(sqlite_url(), "SQLite"))
-    if has_pg:
-        results["ingest"].append(await bench_ingest(PG_URL, "PostgreSQL"))
-    results["economy"] = await _economy()
-    reconcile_url = PG_URL if has_pg else sqlite_url()
-    companies = 1_000 if quick else 10_000
-    results["full_reconcile"] = await bench_full_reconcile(reconcile_url, companies, 6_000)
-    results["full_reconcile"]["database"] = "PostgreSQL" if has_pg else "SQLite"
-    sizes = [1_000, 10_000] if quick else [1_000, 10_000, 100_000]
-    results["scale"] = await bench_scale(reconcile_url, sizes)
-    results["scale_database"] = "PostgreSQL" if has_pg else "SQLite"
+        LEVELS.update({8: 400, 32: 800})
+    if wanted("ingest"):
+        results["ingest"] = [await bench_ingest(sqlite_url(), "SQLite", ("hot",))]
+        if has_pg:
+            results["ingest"].append(await bench_ingest(PG_URL, "PostgreSQL", ("hot", "new")))
+    if wanted("applier"):
+        results["applier"] = await bench_applier(url, database)
+    if wanted("portal_to_cw"):
+        results["portal_to_cw"] = await bench_portal_to_cw(url, database)
+    if wanted("economy"):
+        results["economy"] = await _economy()
+    if wanted("full_reconcile"):
+        companies = 1_000 if quick else 10_000
+        results["full_reconcile"] = await bench_full_reconcile(url, companies, 6_000)
+        results["full_reconcile"]["database"] = database
+    if wanted("scale"):
+        sizes = [1_000, 10_000] if quick else [1_000, 10_000, 100_000]
+        results["scale"] = await bench_scale(url, sizes)
+        results["scale_database"] = database
     results["total_s"] = round(time.perf_counter() - started, 1)
     results["max_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -503,5 +803,13 @@ async def main(quick: bool) -> int:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        choices=["ingest", "applier", "portal_to_cw", "economy", "full_reconcile", "scale"],
+        help="run only these parts (repeatable); the others keep their last results in latest.json",
+    )
+    args = parser.parse_args()
     # uvloop, as the server runs: the load generator must not add latency of its own to the closed loop it measures.
-    raise SystemExit(uvloop.run(main(parser.parse_args().quick)))
+    raise SystemExit(uvloop.run(main(args.quick, set(args.only))))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -127,6 +128,9 @@ def _bad_tokens(ctx: AppContext, tenant_id: str, client_id: str) -> dict[str, st
         "no sub": jwt.encode(_claims(ctx, sub=None, tid=tenant_id), key, algorithm="HS256"),
         "expired 31 s ago": jwt.encode(_claims(ctx, iat=now - 400, exp=now - 31, **base), key, algorithm="HS256"),
         "tid of another tenant": jwt.encode(_claims(ctx, sub=client_id, tid="other"), key, algorithm="HS256"),
+        "exp 30 years ahead": jwt.encode(_claims(ctx, exp=now + 30 * 365 * 86400, **base), key, algorithm="HS256"),
+        "iat in the future": jwt.encode(_claims(ctx, iat=now + 3600, exp=now + 3900, **base), key, algorithm="HS256"),
+        "longer than the ttl": jwt.encode(_claims(ctx, iat=now - 10, exp=now + 1200, **base), key, algorithm="HS256"),
         "garbage": "not.a.token",
         "empty": "",
     }
@@ -157,7 +161,7 @@ def test_token_lifetime_is_capped_at_15_minutes() -> None:
 
 
 def test_issued_token_carries_the_required_claims() -> None:
-    issuer = TokenIssuer(signing_key=TEST_SIGNING_KEY, issuer="i", audience="a", ttl_seconds=600)
+    issuer = TokenIssuer(signing_key=SecretStr(TEST_SIGNING_KEY), issuer="i", audience="a", ttl_seconds=600)
     token, ttl = issuer.issue(subject="c", tenant_id="t", now=datetime(2026, 11, 25, tzinfo=UTC))
     claims = jwt.get_unverified_claims(token)
     assert jwt.get_unverified_header(token)["alg"] == "HS256"
@@ -217,7 +221,41 @@ async def test_client_secrets_are_stored_hashed(make_tenant: TenantFactory, ctx:
 
 
 def test_expiry_leeway_is_small() -> None:
-    issuer = TokenIssuer(signing_key=TEST_SIGNING_KEY, issuer="i", audience="a", ttl_seconds=60)
+    issuer = TokenIssuer(signing_key=SecretStr(TEST_SIGNING_KEY), issuer="i", audience="a", ttl_seconds=60)
     token, _ = issuer.issue(subject="c", tenant_id="t", now=datetime.now(UTC) - timedelta(seconds=66))
     with pytest.raises(Exception, match="ExpiredSignature"):
         issuer.verify(token)
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b"[" * 100_000 + b"]" * 100_000, "application/json"),  # nested deeper than any parser's recursion
+        (b'{"client_id": ' + b"9" * 20_000 + b', "client_secret": "x"}', "application/json"),  # a 20,000-digit int
+        (b'{"client_id": 1e999999, "client_secret": "x"}', "application/json"),
+        (b'{"client_id": "\\ud800", "client_secret": "x"}', "application/json"),  # a lone surrogate
+        (b"\xff\xfe", "application/json"),
+        (b"client_id=" + b"%" * 5000, "application/x-www-form-urlencoded"),
+        (b"--x\r\nContent-Disposition: form-data\r\n\r\n", "multipart/form-data; boundary=x"),
+    ],
+)
+async def test_hostile_token_requests_are_4xx_never_500(
+    client: httpx.AsyncClient, body: bytes, content_type: str
+) -> None:
+    response = await client.post("/api/v1/auth/token", content=body, headers={"content-type": content_type})
+    assert 400 <= response.status_code < 500, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_rest_bodies_over_one_mib_are_refused_before_they_are_read(client: httpx.AsyncClient) -> None:
+    big = b'{"client_id": "' + b"a" * (1024 * 1024) + b'", "client_secret": "x"}'
+    declared = await client.post("/api/v1/auth/token", content=big, headers={"content-type": "application/json"})
+    assert declared.status_code == 413
+
+    async def streamed() -> AsyncIterator[bytes]:  # no Content-Length: counted while it arrives
+        for _ in range(40):
+            yield b" " * 65536
+
+    chunked = await client.post("/api/v1/auth/token", content=streamed(), headers={"content-type": "application/json"})
+    assert chunked.status_code == 413
+    assert chunked.json()["code"] == "payload_too_large"

@@ -14,10 +14,15 @@ from sqlalchemy import Column, MetaData, String, Table, func, insert, select, te
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app import middleware
+from app.context import AppContext
 from app.db.base import Base
 from app.db.migrate import current_revision, head_revision
 from app.db.models import Tenant
 from app.db.types import CalendarDate, Money, UTCDateTime
+from app.main import create_app
+from app.services.tenants import create_tenant
+from app.settings import Environment, Settings
+from tests.conftest import TEST_SIGNING_KEY
 
 APP_DIR = Path(__file__).resolve().parents[1] / "app"
 FRAMEWORKS = {
@@ -209,3 +214,33 @@ async def test_nul_characters_are_refused_with_422_not_500(client: httpx.AsyncCl
         assert response.status_code == 422, response.text
         assert response.json()["code"] == "invalid_characters"
     assert (await client.post("/api/v1/auth/token", json={"client_id": "ab", "client_secret": "x"})).status_code == 401
+
+
+async def test_a_500_in_dev_mode_logs_a_plain_traceback_without_secrets(
+    settings: Settings, engine: AsyncEngine, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dev = settings.model_copy(update={"app_env": Environment.dev, "log_format": "console", "log_level": "INFO"})
+    application = create_app(dev, engine=engine)
+    ctx: AppContext = application.state.ctx
+    async with ctx.sessionmaker() as session, session.begin():
+        tenant = await create_tenant(session, box=ctx.secrets, name="Acme")
+
+    def broken(secret: str, stored: str) -> bool:
+        webhook_secret = tenant.webhook_secret  # a secret in a local variable of the failing frame
+        raise RuntimeError(f"boom after {len(webhook_secret)} characters")
+
+    monkeypatch.setattr("app.api.auth.verify_client_secret", broken)
+    transport = httpx.ASGITransport(app=application, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        response = await http.post(
+            "/api/v1/auth/token", data={"client_id": tenant.client_id, "client_secret": tenant.client_secret}
+        )
+    await ctx.aclose()
+    assert response.status_code == 500
+    assert tenant.client_secret not in response.text
+    logged = capfd.readouterr().err
+    assert "RuntimeError: boom after" in logged  # the error is logged, with its traceback
+    for secret in (tenant.webhook_secret, tenant.client_secret, TEST_SIGNING_KEY, TEST_SIGNING_KEY[:16]):
+        assert secret not in logged
+    assert len(logged) < 20_000  # no frame dumps
+    assert TEST_SIGNING_KEY not in repr(ctx.tokens)

@@ -326,3 +326,39 @@ async def test_a_second_batch_waits_until_it_is_as_large_as_the_one_in_the_datab
     results = await asyncio.gather(*second, *third)
     assert results == [Stored.stored] * 6
     await queue.aclose()
+
+
+async def test_nothing_waits_without_bound_when_the_database_hangs(
+    client: httpx.AsyncClient, tenant: NewTenant, ctx: AppContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release = asyncio.Event()
+    real = {"core": intake_queue._apply_on_core, "postgres": intake_queue._apply_on_postgres}
+
+    async def hanging(kind: str, conn: Any, batch: list[Any]) -> list[Stored]:
+        await release.wait()  # a database that stopped answering
+        return await real[kind](conn, batch)
+
+    monkeypatch.setattr(intake_queue, "_apply_on_core", lambda c, b: hanging("core", c, b))
+    monkeypatch.setattr(intake_queue, "_apply_on_postgres", lambda c, b: hanging("postgres", c, b))
+    monkeypatch.setattr(ctx.intake, "wait_seconds", 0.3)
+    monkeypatch.setattr(ctx.intake, "max_pending", 1)
+
+    async def post(webhook_id: str) -> httpx.Response:
+        body = json.dumps(license_event("c-1", 2, sequence=int(webhook_id[-1])))
+        headers = signed_headers(tenant.webhook_secret, body, webhook_id=webhook_id)
+        return await client.post(f"/webhooks/portal/{tenant.tenant_id}", content=body, headers=headers)
+
+    first = asyncio.create_task(post("hang-1"))  # its batch is stuck in the database
+    await asyncio.sleep(0.05)
+    second = asyncio.create_task(post("hang-2"))  # waits for the next batch
+    await asyncio.sleep(0.05)
+    full = await post("hang-3")  # one is already waiting: refused at once
+    assert (full.status_code, full.headers["retry-after"]) == (503, "5")
+    timed_out = await first
+    assert timed_out.status_code == 503  # answered within wait_seconds, not never
+    assert "same webhook-id" in timed_out.json()["detail"]
+    release.set()
+    await second
+    await asyncio.sleep(0.05)
+    again = await post("hang-1")  # the sender's retry: the first delivery did land meanwhile
+    assert again.status_code == 200

@@ -84,6 +84,11 @@ async def test_the_longest_company_id_the_contract_allows_is_applied_and_readabl
     assert company.license_count == 4
     headers = await bearer(client, tenant)
     assert (await client.get(f"/api/v1/companies/{longest}", headers=headers)).json()["license_count"] == 4
+    billing = await client.patch(f"/api/v1/companies/{longest}/billing", headers=headers, json={"enabled": True})
+    assert billing.status_code == 200, billing.text  # audited under the whole id
+    async with ctx.sessionmaker() as s:
+        audited = set(await s.scalars(select(AuditEvent.object_id).where(AuditEvent.object_type == "company")))
+    assert audited == {longest}
     too_long = await client.get(f"/api/v1/companies/{longest}x", headers=headers)
     assert too_long.status_code == 422  # a clear refusal, not a database error
 

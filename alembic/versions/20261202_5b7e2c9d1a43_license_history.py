@@ -97,6 +97,10 @@ def upgrade() -> None:
     with op.batch_alter_table('price_setting', schema=None) as batch_op:
         batch_op.create_index('ix_price_setting_tenant_company', ['tenant_id', 'company_id', 'set_at'], unique=False)
 
+    with op.batch_alter_table('audit_event', schema=None) as batch_op:
+        batch_op.alter_column('object_id', existing_type=sa.String(length=100), type_=sa.String(length=128),
+                              existing_nullable=True)
+
     with op.batch_alter_table('company', schema=None) as batch_op:
         batch_op.add_column(sa.Column('billing_active', sa.Boolean(), nullable=False, server_default=sa.false()))
         batch_op.add_column(sa.Column('count_day', app.db.types.CalendarDate(), nullable=True))

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import select
@@ -37,13 +37,14 @@ async def _read_token_request(request: Request) -> TokenRequest:
     raw: Any
     try:
         if content_type == "application/json":
-            raw = json.loads(await request.body() or b"null")
+            # orjson: nesting deeper than 1,024 levels and integers beyond 64 bits are decode errors, not crashes.
+            raw = orjson.loads(await request.body() or b"null")
         elif content_type in (_FORM, "multipart/form-data"):
             form = await request.form()
             raw = {k: v for k, v in form.items() if isinstance(v, str)}
         else:
             raise InvalidTokenRequestError("Send client_id and client_secret as a form or as JSON")
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (orjson.JSONDecodeError, UnicodeDecodeError):
         raise InvalidTokenRequestError("The body is not valid JSON") from None
     if not isinstance(raw, dict):
         raise InvalidTokenRequestError("The body must be an object with client_id and client_secret")

@@ -72,12 +72,12 @@ async def list_companies(
     if billing_enabled is not None:
         statement = statement.where(Company.billing_enabled.is_(billing_enabled))
     if search:
-        pattern = f"%{search.lower()}%"
+        text = search.lower()  # literal text: `%` and `_` are escaped, never wildcards
         statement = statement.where(
             or_(
-                func.lower(Company.name).like(pattern),
-                func.lower(Company.external_id).like(pattern),
-                func.lower(func.coalesce(Company.identifier, "")).like(pattern),
+                func.lower(Company.name).contains(text, autoescape=True),
+                func.lower(Company.external_id).contains(text, autoescape=True),
+                func.lower(func.coalesce(Company.identifier, "")).contains(text, autoescape=True),
             )
         )
     total = await session.scalar(select(func.count()).select_from(statement.subquery())) or 0

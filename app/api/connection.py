@@ -33,7 +33,7 @@ class UnsafeSiteUrlError(UnprocessableError):
 
 class MissingSecretError(UnprocessableError):
     code = "missing_secret"
-    title = "The private key and clientId are required when connecting for the first time"
+    title = "The private key and clientId are required when connecting for the first time or to another site"
 
 
 def _read(connection: CwConnection) -> ConnectionRead:
@@ -74,6 +74,11 @@ async def put_cw_connection(
     connection = await session.get(CwConnection, tenant_id)
     if connection is None and (body.private_key is None or body.client_id is None):
         raise MissingSecretError()
+    if connection is not None and site != connection.site_url and (body.private_key is None or body.client_id is None):
+        # The stored keys are only ever sent to the site they were entered for.
+        raise MissingSecretError(
+            f"The site changes from {connection.site_url} to {site}: enter the private key and clientId for it again"
+        )
     before = (
         None
         if connection is None

@@ -49,8 +49,14 @@ async def readyz(ctx: ContextDep, request: Request, response: Response) -> Readi
         checks.append(
             ReadinessCheck(
                 name="worker",
-                ok=worker.healthy,
-                detail="running" if worker.healthy else f"failing, retrying: {worker.last_error}",
+                ok=worker.running and worker.healthy,
+                detail=(
+                    "not running"
+                    if not worker.running
+                    else "running"
+                    if worker.healthy
+                    else f"failing, retrying: {worker.last_error}"
+                ),
             )
         )
     try:

@@ -29,6 +29,7 @@ from app.domain.events import KNOWN_TYPES, Event, PortalEvent, out_of_window
 from app.errors import AppError, PayloadTooLargeError, UnprocessableError, WebhookSignatureError
 from app.security.webhooks import SignatureError, SignedParts
 from app.services.deliveries import record_rejected
+from app.services.intake_queue import IntakeFullError, IntakeTimeoutError
 
 MAX_BODY_BYTES = 64 * 1024
 TENANT_ID_MAX = 64
@@ -45,6 +46,10 @@ class IntakeBusyError(AppError):
     status = 503
     code = "try_again"
     title = "The delivery could not be written now; send it again"
+
+    def __init__(self, detail: str | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("headers", {"Retry-After": "5"})
+        super().__init__(detail, **kwargs)
 
 
 RECHECKS = 3  # submissions of one delivery when its tenant's secrets rotate in between (one rotation needs two)
@@ -209,7 +214,12 @@ async def accept_webhook(
             secrets_version=secrets_version,
         )
         for _ in range(RECHECKS):
-            result = await ctx.intake.submit(entry)
+            try:
+                result = await ctx.intake.submit(entry)
+            except IntakeFullError:
+                raise IntakeBusyError("Too many deliveries are waiting to be stored; send it again shortly") from None
+            except IntakeTimeoutError:
+                raise IntakeBusyError("The delivery was not stored in time; send it again (same webhook-id)") from None
             if result is not Stored.recheck:
                 break
             # The tenant's secrets rotated after this request checked the signature: check it against the new ones.

@@ -44,6 +44,7 @@ from app.connectwise.errors import (
     CWThrottledError,
     CWValidationError,
 )
+from app.security.ssrf import UnsafeSiteError
 
 API_VERSION = "2025.16"
 MAX_PAGE_SIZE = 1000
@@ -122,19 +123,21 @@ def _error_from_response(response: httpx.Response) -> CWError:
         body = None
     code = message = None
     errors: tuple[CWFieldError, ...] = ()
-    if isinstance(body, dict):
-        code = body.get("code") or body.get("error")
-        message = body.get("message")
+    # Only an answer shaped like CW's errors ({code, message, errors}; a 429's {error, message}) is passed on, and
+    # only in short: whatever else a remote host says is not echoed to the MSP (it may not be ConnectWise at all).
+    kind = body.get("code", body.get("error")) if isinstance(body, dict) else None
+    if isinstance(body, dict) and isinstance(body.get("message"), str) and isinstance(kind, str):
+        code, message = _short(kind, 64), _short(body["message"], 300)
         raw_errors = body.get("errors") or []
         if isinstance(raw_errors, list):
             errors = tuple(
                 CWFieldError(
-                    code=str(e.get("code", "")),
-                    message=str(e.get("message", "")),
-                    field=e.get("field"),
-                    resource=e.get("resource"),
+                    code=_short(str(e.get("code", "")), 64),
+                    message=_short(str(e.get("message", "")), 200),
+                    field=_short(str(e["field"]), 64) if e.get("field") is not None else None,
+                    resource=_short(str(e["resource"]), 64) if e.get("resource") is not None else None,
                 )
-                for e in raw_errors
+                for e in raw_errors[:10]
                 if isinstance(e, dict)
             )
     text = str(message or f"ConnectWise answered HTTP {status}")
@@ -151,6 +154,12 @@ def _error_from_response(response: httpx.Response) -> CWError:
         409: CWConflictError,
     }
     return by_status.get(status, CWPermanentError)(text, **kwargs)
+
+
+def _short(text: str, limit: int) -> str:
+    """Printable, at most `limit` characters."""
+    cleaned = "".join(ch if ch.isprintable() else " " for ch in text)
+    return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
 
 
 def _retry_hook(exc: Exception) -> bool | float:
@@ -231,6 +240,9 @@ class ConnectWiseClient:
         all_headers = {**(self._headers() if authenticated else {"Accept": "application/json"}), **(headers or {})}
         try:
             response = await self._http.request(method, url, params=params, json=json, headers=all_headers)
+        except UnsafeSiteError as exc:  # the guarded network backend refused the address (app/connectwise/network.py)
+            self._record(method, "blocked")
+            raise CWConfigurationError(f"The ConnectWise site may not be reached: {exc}") from None
         except httpx.ConnectError as exc:
             self._record(method, "network")
             raise _network_error(exc, sent=False) from None

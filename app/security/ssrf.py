@@ -45,9 +45,34 @@ def _literal_address(host: str) -> IpAddress | None:
     return ipaddress.IPv4Address(packed)
 
 
-def _is_public(address: IpAddress) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return _is_public(address.ipv4_mapped)
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052: the last 32 bits are the IPv4 address
+_NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")  # RFC 8215: local-use translation, never public
+_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")  # deprecated ::a.b.c.d
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address reaches through a translation or tunnel: mapped, IPv4-compatible, NAT64,
+    6to4, Teredo."""
+    found: list[ipaddress.IPv4Address] = []
+    if address.ipv4_mapped is not None:
+        found.append(address.ipv4_mapped)
+    if address in _IPV4_COMPATIBLE or address in _NAT64:
+        found.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+    if address.sixtofour is not None:
+        found.append(address.sixtofour)
+    if address.teredo is not None:
+        found.extend(address.teredo)
+    return found
+
+
+def is_public(address: IpAddress) -> bool:
+    """Whether connecting to `address` reaches the public internet only (and no address behind a translation)."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address in _NAT64_LOCAL:
+            return False
+        embedded = _embedded_ipv4(address)
+        if embedded:
+            return all(is_public(v4) for v4 in embedded)
     return address.is_global and not address.is_multicast
 
 
@@ -83,7 +108,25 @@ async def check_site_url(
         raise UnsafeSiteError(f"{host} does not resolve")
     if not allow_private:
         for address in addresses:
-            if not _is_public(address):
+            if not is_public(address):
                 raise UnsafeSiteError(f"{host} resolves to a non-public address ({address})")
     netloc = f"[{host}]" if ":" in host else host
     return f"{parts.scheme}://{netloc}" + (f":{port}" if port not in (None, 443) else "")
+
+
+async def resolve_public(host: str, port: int, *, allow_private: bool, resolver: Resolver | None = None) -> list[str]:
+    """The addresses to connect to for `host`, every one of them checked (at connect time, so a name that resolves
+    elsewhere since it was saved — DNS rebinding — is caught). Raises `UnsafeSiteError`."""
+    literal = _literal_address(host)
+    if literal is not None:
+        addresses = [literal]
+    else:
+        names = await (resolver or system_resolver)(host)
+        addresses = [ipaddress.ip_address(a) for a in names]
+    if not addresses:
+        raise UnsafeSiteError(f"{host} does not resolve")
+    if not allow_private:
+        for address in addresses:
+            if not is_public(address):
+                raise UnsafeSiteError(f"{host} resolves to a non-public address ({address})")
+    return [str(a) for a in addresses]

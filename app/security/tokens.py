@@ -1,16 +1,20 @@
 """Access tokens. The only module that imports python-jose.
 
 One algorithm (HS256), pinned on both sides; every token must carry `exp iat iss aud sub tid`; the header's `alg`
-is checked before the library sees the token, so `none` or an asymmetric algorithm never reaches a verifier.
+is checked before the library sees the token, so `none` or an asymmetric algorithm never reaches a verifier. A token
+is also refused when it was issued in the future or lives longer than this server issues tokens for (a token minted
+with the real key and `exp` years ahead).
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from jose import JWTError, jwt
+from pydantic import SecretStr
 
 ALGORITHM = "HS256"
 REQUIRED_CLAIMS = ("exp", "iat", "iss", "aud", "sub", "tid")
@@ -30,7 +34,7 @@ class TokenClaims:
 
 @dataclass(frozen=True, slots=True)
 class TokenIssuer:
-    signing_key: str
+    signing_key: SecretStr  # never in a repr, a log line or a traceback
     issuer: str
     audience: str
     ttl_seconds: int
@@ -46,7 +50,7 @@ class TokenIssuer:
             "exp": int((issued + timedelta(seconds=self.ttl_seconds)).timestamp()),
             "jti": uuid.uuid4().hex,
         }
-        return jwt.encode(claims, self.signing_key, algorithm=ALGORITHM), self.ttl_seconds
+        return jwt.encode(claims, self.signing_key.get_secret_value(), algorithm=ALGORITHM), self.ttl_seconds
 
     def verify(self, token: str) -> TokenClaims:
         try:
@@ -58,7 +62,7 @@ class TokenIssuer:
         try:
             claims = jwt.decode(
                 token,
-                self.signing_key,
+                self.signing_key.get_secret_value(),
                 algorithms=[ALGORITHM],
                 audience=self.audience,
                 issuer=self.issuer,
@@ -73,6 +77,14 @@ class TokenIssuer:
             )
         except JWTError as exc:
             raise InvalidTokenError(f"token rejected: {type(exc).__name__}") from None
+        issued, expires = claims.get("iat"), claims.get("exp")
+        if not isinstance(issued, int) or not isinstance(expires, int):
+            raise InvalidTokenError("token times are not integers")
+        now = int(time.time())
+        if issued > now + LEEWAY_SECONDS:
+            raise InvalidTokenError("token issued in the future")
+        if expires - issued > self.ttl_seconds or expires > now + self.ttl_seconds + LEEWAY_SECONDS:
+            raise InvalidTokenError("token lives longer than this server issues tokens for")
         tenant_id = claims.get("tid")
         subject = claims.get("sub")
         if not isinstance(tenant_id, str) or not tenant_id or not isinstance(subject, str) or not subject:

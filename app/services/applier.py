@@ -132,7 +132,7 @@ async def _apply(session: AsyncSession, rows: Sequence[WebhookInbox], *, now: da
                 "actor": "portal",
                 "action": f"webhook.{row.event_type}"[:100],
                 "object_type": "company",
-                "object_id": (company.external_id if company else _company_ref(row.payload))[:100] or None,
+                "object_id": (company.external_id if company else _company_ref(row.payload))[:128] or None,
                 "before": None,
                 "after": {"webhook_id": row.webhook_id, "outcome": outcome, **_summary(event)},
             }

@@ -19,6 +19,11 @@ submits it anew — a rotation without grace locks out the old secret at once.
 
 If a batch fails as a whole (a deadlock, a lost connection, one delivery the database refuses), each of its
 deliveries is tried again in a transaction of its own, so one bad delivery fails only its own request.
+
+Nothing waits without bound: at most `max_pending` deliveries wait for a batch (more is `IntakeFullError`, a 503 the
+sender retries), a request waits at most `wait_seconds` for its batch to commit (`IntakeTimeoutError`, a 503; the
+delivery may still land, and the sender's retry with the same webhook-id is then a duplicate), and every statement
+on the intake's own PostgreSQL connections has a timeout.
 """
 
 from __future__ import annotations
@@ -41,6 +46,17 @@ from app.metrics import Metrics
 log = get_logger("app.intake")
 
 
+class IntakeFullError(Exception):
+    """Too many deliveries are waiting for a batch: the sender should retry shortly."""
+
+
+class IntakeTimeoutError(Exception):
+    """The delivery's batch did not commit in time (it may still): the sender should retry, same webhook-id."""
+
+
+COMMAND_TIMEOUT_S = 10.0  # one intake statement on PostgreSQL
+
+
 @dataclass(frozen=True, slots=True)
 class _Pending:
     entry: Entry
@@ -54,6 +70,8 @@ class IntakeQueue:
         metrics: Metrics,
         *,
         max_batch: int = 256,
+        max_pending: int = 10_000,
+        wait_seconds: float = 30.0,
         writers: int | None = None,
         on_stored: Callable[[], None] | None = None,
     ) -> None:
@@ -61,6 +79,8 @@ class IntakeQueue:
         self._metrics = metrics
         self.on_stored = on_stored
         self._max_batch = max_batch
+        self.max_pending = max_pending
+        self.wait_seconds = wait_seconds
         self._pending: list[_Pending] = []
         # PostgreSQL: while one batch waits for the database the next one can be prepared and sent (row locks order
         # batches that touch the same company). SQLite has one writer at a time anyway.
@@ -73,8 +93,11 @@ class IntakeQueue:
     async def submit(self, entry: Entry) -> Stored:
         """Store the delivery in the next batch and return once that batch has committed.
 
-        Raises whatever the database raised if even a transaction of its own could not take the delivery.
+        Raises whatever the database raised if even a transaction of its own could not take the delivery;
+        `IntakeFullError` when too many wait already, `IntakeTimeoutError` when the batch takes too long.
         """
+        if len(self._pending) >= self.max_pending:
+            raise IntakeFullError(f"{len(self._pending)} deliveries are waiting to be stored")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Stored] = loop.create_future()
         self._pending.append(_Pending(entry, future))
@@ -82,9 +105,12 @@ class IntakeQueue:
         self._tasks = {t for t in self._tasks if not t.done() and t.get_loop() is loop}
         if len(self._tasks) < self._writers:
             self._tasks.add(loop.create_task(self._drain()))
-        # Not shielded, and need not be: a request that goes away cancels only its own wait; its delivery stays in
-        # the batch being written (settling skips a future that is done).
-        return await future
+        # Not shielded, and need not be: a request that goes away (or times out) cancels only its own wait; its
+        # delivery stays in the batch being written (settling skips a future that is done).
+        try:
+            return await asyncio.wait_for(future, timeout=self.wait_seconds)
+        except TimeoutError:
+            raise IntakeTimeoutError(f"not stored within {self.wait_seconds:g} s") from None
 
     async def aclose(self) -> None:
         """Wait for the deliveries already submitted."""
@@ -168,7 +194,11 @@ class IntakeQueue:
             # One task makes the pool; every writer waits for it (a failed attempt is retried by the next batch).
             self._pool = asyncio.ensure_future(
                 asyncpg.create_pool(
-                    **asyncpg_connect_args(self._engine), min_size=1, max_size=self._writers, reset=keep_session
+                    **asyncpg_connect_args(self._engine),
+                    min_size=1,
+                    max_size=self._writers,
+                    reset=keep_session,
+                    command_timeout=COMMAND_TIMEOUT_S,
                 )
             )
         pool = await asyncio.shield(self._pool)

@@ -116,6 +116,7 @@ class Worker:
         self.breaker = breaker or CircuitBreaker()
         self.handled: list[Claim] = []
         self.healthy = True
+        self.running = False  # inside run_forever's loop (readiness: a worker that stopped is not ready)
         self.last_error: str | None = None
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
@@ -403,21 +404,26 @@ class Worker:
         never ends the loop. `healthy` is False while turns keep failing."""
         log.info("sync.worker_started", worker_id=self.worker_id)
         failures = 0
-        while not self._stop.is_set():
-            try:
-                handled = await self.turn()
-            except Exception as exc:
-                failures += 1
-                self.healthy, self.last_error = False, f"{type(exc).__name__}: {str(exc)[:200]}"
-                self.ctx.metrics.worker_healthy.set(0)
-                log.warning("sync.worker_error", error_type=type(exc).__name__, failures=failures)
-                await self._pause(min(60.0, 0.5 * 2 ** min(failures, 7)))
-                continue
-            failures = 0
-            self.healthy, self.last_error = True, None
-            self.ctx.metrics.worker_healthy.set(1)
-            if handled == 0:
-                await self._pause(self.poll_interval)
+        self.running = True
+        try:
+            while not self._stop.is_set():
+                try:
+                    handled = await self.turn()
+                except Exception as exc:
+                    failures += 1
+                    self.healthy, self.last_error = False, f"{type(exc).__name__}: {str(exc)[:200]}"
+                    self.ctx.metrics.worker_healthy.set(0)
+                    log.warning("sync.worker_error", error_type=type(exc).__name__, failures=failures)
+                    await self._pause(min(60.0, 0.5 * 2 ** min(failures, 7)))
+                    continue
+                failures = 0
+                self.healthy, self.last_error = True, None
+                self.ctx.metrics.worker_healthy.set(1)
+                if handled == 0:
+                    await self._pause(self.poll_interval)
+        finally:
+            self.running = False
+            self.ctx.metrics.worker_healthy.set(0)
         log.info("sync.worker_stopped", worker_id=self.worker_id)
 
     async def _pause(self, seconds: float) -> None:

@@ -428,3 +428,26 @@ async def test_absurd_prices_are_422_not_500(client: httpx.AsyncClient, make_ten
         response = await client.patch("/api/v1/billing/product", json={"unit_price": value}, headers=headers)
         assert response.status_code == 422, (value, response.text)
         assert "unit_price" in response.json()["detail"]
+
+
+async def test_company_search_treats_percent_and_underscore_as_text(
+    client: httpx.AsyncClient, make_tenant: TenantFactory
+) -> None:
+    headers = await bearer(client, await make_tenant("Acme"))
+    for company_id, name in (
+        ("c-1", "50% Off Store"),
+        ("c-2", "500 Offices"),
+        ("c-3", "a_b Labs"),
+        ("c-4", "axb Labs"),
+    ):
+        put = await client.put(f"/api/v1/companies/{company_id}", headers=headers, json={"name": name})
+        assert put.status_code == 200, put.text
+
+    async def found(search: str) -> list[str]:
+        page = (await client.get("/api/v1/companies", headers=headers, params={"search": search})).json()
+        return sorted(c["company_id"] for c in page["items"])
+
+    assert await found("50%") == ["c-1"]
+    assert await found("a_b") == ["c-3"]
+    assert await found("%") == ["c-1"]
+    assert await found("labs") == ["c-3", "c-4"]
