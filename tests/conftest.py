@@ -35,6 +35,10 @@ TEST_ENCRYPTION_KEY = generate_key()
 
 def _database_url(tmp_dir: Path) -> str:
     url = os.environ.get("TEST_DATABASE_URL", "")
+    worker = os.environ.get("PYTEST_XDIST_WORKER")  # under pytest-xdist (-n): a database of each worker's own
+    if url and worker:
+        parsed = make_url(url)
+        return parsed.set(database=f"{parsed.database}_{worker}").render_as_string(hide_password=False)
     if url:
         return url
     return f"sqlite+aiosqlite:///{tmp_dir / 'test.db'}"

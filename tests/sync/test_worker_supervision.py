@@ -76,6 +76,10 @@ async def test_the_worker_outlives_a_failing_database_and_readiness_tells(
                 return status == "applied"
 
             await _until(applied)  # the worker came back by itself and did the waiting work
-            assert (await http.get("/readyz")).status_code == 200
+
+            async def ready() -> bool:
+                return (await http.get("/readyz")).status_code == 200
+
+            await _until(ready)  # once its turn has ended well
             assert "cwbs_worker_healthy 1.0" in (await http.get("/metrics")).text
     assert worker.running is False  # stopped with the app, without an error
