@@ -58,9 +58,9 @@ content_types = st.one_of(
 )
 
 
-def _raw(headers: dict[str, str]) -> dict[str, bytes]:
-    """Header values as bytes on the wire (UTF-8: HTTP carries any octet but controls)."""
-    return {name: value.encode() for name, value in headers.items()}
+def _raw(headers: dict[str, str]) -> dict[bytes, bytes]:
+    """Headers as bytes on the wire (UTF-8: HTTP carries any octet but controls)."""
+    return {name.encode(): value.encode() for name, value in headers.items()}
 
 
 def _assert_answered(response: httpx.Response) -> None:
