@@ -42,8 +42,10 @@ class AppContext:
     # Decrypted portal secrets (decrypted with whatever `secrets` holds at the time) and the webhook group commit.
     webhook_secrets: WebhookSecretCache = field(init=False)
     intake: IntakeQueue = field(init=False)
+    read_sessionmaker: async_sessionmaker[AsyncSession] = field(init=False)  # GET requests: never queue behind writes
 
     def __post_init__(self) -> None:
+        self.read_sessionmaker = create_sessionmaker(self.engine, read_only=True)
         self.webhook_secrets = WebhookSecretCache(lambda: self.secrets)
         self.intake = IntakeQueue(self.engine, self.metrics)
 

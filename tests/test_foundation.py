@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import asyncio
 import multiprocessing
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import Column, MetaData, String, Table, func, insert, select, text
+from sqlalchemy import Column, MetaData, String, Table, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app import middleware
@@ -22,7 +23,7 @@ from app.db.types import CalendarDate, Money, UTCDateTime
 from app.main import create_app
 from app.services.tenants import create_tenant
 from app.settings import Environment, Settings
-from tests.conftest import TEST_SIGNING_KEY
+from tests.conftest import TEST_SIGNING_KEY, TenantFactory, bearer
 
 APP_DIR = Path(__file__).resolve().parents[1] / "app"
 FRAMEWORKS = {
@@ -244,3 +245,18 @@ async def test_a_500_in_dev_mode_logs_a_plain_traceback_without_secrets(
         assert secret not in logged
     assert len(logged) < 20_000  # no frame dumps
     assert TEST_SIGNING_KEY not in repr(ctx.tokens)
+
+
+async def test_reads_do_not_queue_behind_a_writer(
+    client: httpx.AsyncClient, make_tenant: TenantFactory, engine: AsyncEngine
+) -> None:
+    headers = await bearer(client, await make_tenant("Acme"))
+    async with engine.connect() as writer:
+        await writer.begin()  # a long write transaction (SQLite: it holds the database's write lock)
+        await writer.execute(update(Tenant).values(name="Renamed meanwhile"))
+        async with asyncio.timeout(5):  # SQLite would otherwise wait out its 30 s busy timeout, then answer 500
+            listed = await client.get("/api/v1/companies", headers=headers)
+            status = await client.get("/readyz")
+        assert listed.status_code == 200
+        assert status.status_code == 200
+        await writer.rollback()

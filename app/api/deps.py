@@ -27,9 +27,11 @@ async def get_context(request: Request) -> AppContext:  # async: a plain def wou
 ContextDep = Annotated[AppContext, Depends(get_context)]
 
 
-async def get_session(ctx: ContextDep) -> AsyncIterator[AsyncSession]:
-    """One transaction per request, committed before the response is sent (see `scope="function"`)."""
-    async with ctx.sessionmaker() as session:
+async def get_session(ctx: ContextDep, request: Request) -> AsyncIterator[AsyncSession]:
+    """One transaction per request, committed before the response is sent (see `scope="function"`). GET and HEAD
+    requests read in a read-only session (on SQLite: a deferred transaction, which does not wait for writers)."""
+    maker = ctx.read_sessionmaker if request.method in ("GET", "HEAD") else ctx.sessionmaker
+    async with maker() as session:
         try:
             yield session
             await session.commit()

@@ -12,6 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.api.deps import ContextDep
 from app.db.migrate import current_revision, head_revision
+from app.db.session import READ_ONLY
 
 router = APIRouter(tags=["operations"])
 
@@ -60,10 +61,11 @@ async def readyz(ctx: ContextDep, request: Request, response: Response) -> Readi
             )
         )
     try:
-        async with ctx.engine.connect() as conn:
+        reader = ctx.engine.execution_options(**{READ_ONLY: True})  # never waits for a writer (SQLite)
+        async with reader.connect() as conn:
             await conn.execute(text("SELECT 1"))
         checks.append(ReadinessCheck(name="database", ok=True, detail="reachable"))
-        current, head = await current_revision(ctx.engine), head_revision()
+        current, head = await current_revision(reader), head_revision()
         at_head = current == head
         checks.append(
             ReadinessCheck(

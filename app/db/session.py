@@ -1,5 +1,7 @@
-"""Engine and session factory. SQLite gets WAL, foreign keys, a busy timeout and `BEGIN IMMEDIATE`
-transactions (so two writers queue instead of failing on a lock upgrade); PostgreSQL gets a sized pool."""
+"""Engine and session factories. SQLite gets WAL, foreign keys, a busy timeout and `BEGIN IMMEDIATE` transactions
+for sessions that may write (so two writers queue instead of failing on a lock upgrade), and plain deferred ones
+for read-only sessions (WAL lets them read while a writer works: a read never queues behind a write);
+PostgreSQL gets a sized pool."""
 
 from __future__ import annotations
 
@@ -35,11 +37,17 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
 
         @event.listens_for(engine.sync_engine, "begin")
         def _on_begin(connection: Any) -> None:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            read_only = connection.get_execution_options().get(READ_ONLY, False)
+            connection.exec_driver_sql("BEGIN DEFERRED" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     return create_async_engine(url, echo=echo, pool_size=20, max_overflow=30, pool_pre_ping=True)
 
 
-def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False)
+READ_ONLY = "cwbs_read_only"
+
+
+def create_sessionmaker(engine: AsyncEngine, *, read_only: bool = False) -> async_sessionmaker[AsyncSession]:
+    """Sessions on `engine`; `read_only` ones (GET requests) start deferred transactions on SQLite."""
+    bind = engine.execution_options(**{READ_ONLY: True}) if read_only else engine
+    return async_sessionmaker(bind, expire_on_commit=False)
