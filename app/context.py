@@ -9,11 +9,12 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.clock import Clock
-from app.connectwise.budget import BudgetRegistry
+from app.connectwise.budget import BudgetRegistry, Budgets
 from app.connectwise.client import DEFAULT_TIMEOUT, CodebaseCache
 from app.connectwise.network import guarded_client
 from app.connectwise.sandbox.app import Sandbox
 from app.connectwise.schemas import BillingCycle
+from app.db.budget import SharedBudgets
 from app.db.session import create_engine, create_sessionmaker
 from app.metrics import Metrics
 from app.security.encryption import SecretBox
@@ -31,7 +32,7 @@ class AppContext:
     tokens: TokenIssuer
     secrets: SecretBox
     cw_http: httpx.AsyncClient
-    budgets: BudgetRegistry
+    budgets: Budgets
     clock: Clock = field(default_factory=Clock.real)
     sandbox: Sandbox | None = None
     sandbox_http: httpx.AsyncClient | None = None
@@ -82,7 +83,12 @@ class AppContext:
             secrets=SecretBox([k.get_secret_value() for k in settings.encryption_keys]),
             # Every connection checked and pinned (SSRF); redirects never followed.
             cw_http=guarded_client(allow_private=settings.cw_allow_private_sites, timeout=DEFAULT_TIMEOUT),
-            budgets=BudgetRegistry(settings.cw_requests_per_minute),
+            # Shared by every process on PostgreSQL; SQLite runs one process.
+            budgets=(
+                SharedBudgets(engine, settings.cw_requests_per_minute)
+                if engine.dialect.name == "postgresql"
+                else BudgetRegistry(settings.cw_requests_per_minute)
+            ),
             clock=clock,
             sandbox=sandbox,
             sandbox_http=sandbox.http_client(timeout=DEFAULT_TIMEOUT) if sandbox else None,

@@ -51,6 +51,16 @@ def upgrade() -> None:
     with op.batch_alter_table('rejected_delivery', schema=None) as batch_op:
         batch_op.create_index('ix_rejected_delivery_tenant_received', ['tenant_id', 'received_at'], unique=False)
 
+    op.create_table('cw_request_grant',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('tenant_id', sa.String(length=36), nullable=False),
+    sa.Column('granted_at', app.db.types.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['tenant_id'], ['tenant.id'], name=op.f('fk_cw_request_grant_tenant_id_tenant'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_cw_request_grant'))
+    )
+    with op.batch_alter_table('cw_request_grant', schema=None) as batch_op:
+        batch_op.create_index('ix_cw_request_grant_tenant_at', ['tenant_id', 'granted_at'], unique=False)
+
     op.create_table('agreement_term',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('tenant_id', sa.String(length=36), nullable=False),
@@ -247,6 +257,7 @@ def _backfill_timelines() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table('cw_request_grant')
     with op.batch_alter_table('sync_state', schema=None) as batch_op:
         batch_op.drop_column('discrepancies')
     op.execute("UPDATE webhook_inbox SET outcome = 'applied' WHERE outcome IS NULL")

@@ -10,6 +10,19 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+
+class Budget(Protocol):
+    """What the CW client waits on before every request."""
+
+    async def acquire(self) -> None: ...
+
+
+class Budgets(Protocol):
+    """One budget per tenant."""
+
+    def for_tenant(self, tenant_id: str) -> Budget: ...
 
 
 class RequestBudget:

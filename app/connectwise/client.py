@@ -27,7 +27,7 @@ import stamina
 from pydantic import BaseModel, SecretStr
 
 from app.connectwise import schemas
-from app.connectwise.budget import RequestBudget
+from app.connectwise.budget import Budget
 from app.connectwise.conditions import Condition, F
 from app.connectwise.errors import (
     CWAuthError,
@@ -188,7 +188,7 @@ class ConnectWiseClient:
         http: httpx.AsyncClient,
         credentials: CWCredentials,
         *,
-        budget: RequestBudget | None = None,
+        budget: Budget | None = None,
         api_version: str = API_VERSION,
         attempts: int = 6,
         retry_timeout: float = 120.0,

@@ -305,6 +305,18 @@ class SyncState(Base):
     discrepancies: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
 
 
+class CwRequestGrant(Base):
+    """A CW request granted to a tenant within the budget's window (PostgreSQL, shared by all processes;
+    `app/db/budget.py`). Rows older than the window are dropped as new ones are granted."""
+
+    __tablename__ = "cw_request_grant"
+    __table_args__ = (Index("ix_cw_request_grant_tenant_at", "tenant_id", "granted_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(36), _tenant_fk(), nullable=False)
+    granted_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
+
+
 class CwConnection(Base):
     """A tenant's ConnectWise connection. The private key and clientId are encrypted (tenant-bound)."""
 
