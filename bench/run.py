@@ -714,66 +714,69 @@ def _ingest_lines(ingest: dict[str, Any]) -> list[str]:
 
 def _table(results: dict[str, Any]) -> str:
     lines = [f"Machine: {results['machine']}", ""]
-    for ingest in results["ingest"]:
-        lines += _ingest_lines(ingest)
-    applier = results["applier"]
-    lines.append(f"Applier ({applier['database']}; stored deliveries into the license history)")
-    lines.append(f"  alone, a backlog of {applier['backlog']}: {applier['alone_per_s']} deliveries/s")
-    for trial in applier["trials"]:
+    for ingest in results.get("ingest", []):
+        if "workloads" in ingest:  # (results of an older bench layout are not printed)
+            lines += _ingest_lines(ingest)
+    if applier := results.get("applier"):
+        lines.append(f"Applier ({applier['database']}; stored deliveries into the license history)")
+        lines.append(f"  alone, a backlog of {applier['backlog']}: {applier['alone_per_s']} deliveries/s")
+        for trial in applier["trials"]:
+            lines.append(
+                f"  ingest at {trial['rate_per_s']}/s with the worker in the server: {trial['applied']}/"
+                f"{trial['sent']} applied, 202 → applied p50 {trial['to_applied_p50_ms']} ms, p99 "
+                f"{trial['to_applied_p99_ms']} ms (ingest p99 {trial['ingest_p99_ms']} ms)"
+                f"{'  ← kept up' if trial['kept_up'] else ''}"
+            )
+        lines.append("")
+    if p2cw := results.get("portal_to_cw"):
         lines.append(
-            f"  ingest at {trial['rate_per_s']}/s with the worker in the server: {trial['applied']}/{trial['sent']} "
-            f"applied, 202 → applied p50 {trial['to_applied_p50_ms']} ms, p99 {trial['to_applied_p99_ms']} ms "
-            f"(ingest p99 {trial['ingest_p99_ms']} ms){'  ← kept up' if trial['kept_up'] else ''}"
+            f"Portal → ConnectWise ({p2cw['database']}; one process: HTTP, worker, in-process sandbox; "
+            f"{p2cw['rate_per_s']} changes/s to {p2cw['companies']} companies)"
         )
-    lines.append("")
-    p2cw = results["portal_to_cw"]
-    lines.append(
-        f"Portal → ConnectWise ({p2cw['database']}; one process: HTTP, worker, in-process sandbox; "
-        f"{p2cw['rate_per_s']} changes/s to {p2cw['companies']} companies)"
-    )
-    lines.append(
-        f"  202 → written in CW: p50 {p2cw['p50_ms']} ms, p99 {p2cw['p99_ms']} ms, max {p2cw['max_ms']} ms; "
-        f"{p2cw['not_written']} of {p2cw['deliveries']} not written"
-    )
-    lines.append("")
-    eco = results["economy"]
-    lines.append("CW calls per license change (baseline: naive read agreement + read additions + write per change)")
-    lines.append(
-        f"  steady state: {eco['steady']['calls_per_change']} calls/change "
-        f"(naive {eco['steady']['naive_calls_per_change']}), {eco['steady']['writes']} writes for "
-        f"{eco['steady']['changes']} changes"
-    )
-    lines.append(
-        f"  burst of 50:  {eco['burst']['calls']} calls, {eco['burst']['writes']} writes "
-        f"(naive {eco['burst']['naive_calls']} calls, {eco['burst']['naive_writes']} writes)"
-    )
-    lines.append(
-        f"  plus {eco['codebase_lookups']} codebase lookup(s) in the whole run (cached per tenant for an hour)"
-    )
-    lines.append("")
-    full = results["full_reconcile"]
-    lines.append(f"Full reconcile ({full['database']}; baseline: the floor set by the request budget)")
-    lines.append(
-        f"  {full['companies']} companies, budget {full['budget_per_minute']}/min: {full['elapsed_s']} s vs "
-        f"floor {full['budget_floor_s']} s (ratio {full['ratio_to_floor']}), {full['calls_per_company']} "
-        f"calls/company, {full['throttled_429']} × 429, peak RSS {full['peak_rss_mb']} MB"
-    )
-    two = results.get("full_reconcile_two_workers")
-    if two:
         lines.append(
-            f"  two workers sharing the budget in PostgreSQL: {two['elapsed_s']} s vs floor {two['budget_floor_s']} s "
-            f"(ratio {two['ratio_to_floor']}), {two['throttled_429']} × 429"
+            f"  202 → written in CW: p50 {p2cw['p50_ms']} ms, p99 {p2cw['p99_ms']} ms, max {p2cw['max_ms']} ms; "
+            f"{p2cw['not_written']} of {p2cw['deliveries']} not written"
         )
-    lines.append("")
-    lines.append(f"Scale ({results['scale_database']})")
-    lines.append(
-        f"  {'companies':>9} {'ledger rows':>11} {'DB MB':>7} {'ingest ms/delivery':>19} {'reconcile ms/company':>21}"
-    )
-    for row in results["scale"]:
+        lines.append("")
+    if eco := results.get("economy"):
+        lines.append("CW calls per license change (baseline: naive read agreement + read additions + write per change)")
         lines.append(
-            f"  {row['companies']:>9} {row['ledger_rows']:>11} {row['db_bytes'] / 2**20:>7.1f} "
-            f"{row['ingest_ms_per_delivery']:>19} {row['reconcile_ms_per_company']:>21}"
+            f"  steady state: {eco['steady']['calls_per_change']} calls/change "
+            f"(naive {eco['steady']['naive_calls_per_change']}), {eco['steady']['writes']} writes for "
+            f"{eco['steady']['changes']} changes"
         )
+        lines.append(
+            f"  burst of 50:  {eco['burst']['calls']} calls, {eco['burst']['writes']} writes "
+            f"(naive {eco['burst']['naive_calls']} calls, {eco['burst']['naive_writes']} writes)"
+        )
+        lines.append(
+            f"  plus {eco['codebase_lookups']} codebase lookup(s) in the whole run (cached per tenant for an hour)"
+        )
+        lines.append("")
+    if full := results.get("full_reconcile"):
+        lines.append(f"Full reconcile ({full['database']}; baseline: the floor set by the request budget)")
+        lines.append(
+            f"  {full['companies']} companies, budget {full['budget_per_minute']}/min: {full['elapsed_s']} s vs "
+            f"floor {full['budget_floor_s']} s (ratio {full['ratio_to_floor']}), {full['calls_per_company']} "
+            f"calls/company, {full['throttled_429']} × 429, peak RSS {full['peak_rss_mb']} MB"
+        )
+        if two := results.get("full_reconcile_two_workers"):
+            lines.append(
+                f"  two workers sharing the budget in PostgreSQL: {two['elapsed_s']} s vs floor "
+                f"{two['budget_floor_s']} s (ratio {two['ratio_to_floor']}), {two['throttled_429']} × 429"
+            )
+        lines.append("")
+    if results.get("scale"):
+        lines.append(f"Scale ({results['scale_database']})")
+        lines.append(
+            f"  {'companies':>9} {'ledger rows':>11} {'DB MB':>7} {'ingest ms/delivery':>19} "
+            f"{'reconcile ms/company':>21}"
+        )
+        for row in results["scale"]:
+            lines.append(
+                f"  {row['companies']:>9} {row['ledger_rows']:>11} {row['db_bytes'] / 2**20:>7.1f} "
+                f"{row['ingest_ms_per_delivery']:>19} {row['reconcile_ms_per_company']:>21}"
+            )
     return "\n".join(lines)
 
 

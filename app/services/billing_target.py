@@ -3,6 +3,7 @@ the charges and the periods views all plan and account from."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -137,88 +138,123 @@ class Target:
         )
 
 
-async def load_history(session: AsyncSession, company: Company, timezone: str) -> History:
-    rows = await session.execute(
-        select(LicenseChange.effective_at, LicenseChange.sequence, LicenseChange.license_count).where(
-            LicenseChange.company_id == company.id, LicenseChange.status == ChangeStatus.accepted.value
-        )
-    )
-    return History(Change(local_day(at, timezone), sequence, count) for at, sequence, count in rows)
-
-
-async def load_billing(session: AsyncSession, *, tenant: Tenant, company: Company) -> Billing:
-    tz = tenant.timezone
-    prices = await session.scalars(
-        select(PriceSetting).where(
-            PriceSetting.tenant_id == tenant.id,
-            (PriceSetting.company_id.is_(None)) | (PriceSetting.company_id == company.id),
-        )
-    )
-    statuses = await session.scalars(select(BillingStatusChange).where(BillingStatusChange.company_id == company.id))
-    terms = await session.scalars(select(AgreementTerm).where(AgreementTerm.company_id == company.id))
-    return Billing(
-        history=await load_history(session, company, tz),
-        prices=Prices(
-            DomainPriceSetting(local_day(p.set_at, tz), p.id, p.company_id is not None, p.unit_price, p.unit_cost)
-            for p in prices
-        ),
-        status=Status(StatusChange(local_day(s.changed_at, tz), s.id, s.active) for s in statuses),
-        schedule=Schedule(
-            Term(t.from_day, t.cw_agreement_id, BillingCycle(t.billing_cycle), t.bill_start_date, t.ended_on)
-            for t in terms
-        ),
-        mode=ProrationMode(tenant.proration_mode),
-        policy=DecreasePolicy(tenant.decrease_policy),
-        currency=tenant.currency,
-    )
-
-
-async def load_tracked(session: AsyncSession, company: Company) -> tuple[TrackedRow, ...]:
-    rows = await session.scalars(
-        select(TrackedAddition)
-        .where(TrackedAddition.company_id == company.id, TrackedAddition.retired_at.is_(None))
-        .order_by(TrackedAddition.id)
-    )
-    tracked = []
+def _group(rows: Iterable[Any], key: str) -> dict[Any, list[Any]]:
+    grouped: dict[Any, list[Any]] = {}
     for row in rows:
-        marker = parse(row.marker)
-        if marker is None:
-            continue
-        tracked.append(
-            TrackedRow(
-                id=row.id,
-                marker=marker,
-                agreement_id=row.cw_agreement_id,
-                addition_id=row.cw_addition_id,
-                adopted=row.adopted,
-                create_pending=row.create_pending,
-                delete_pending=row.delete_pending,
-                written=values_from_json(row.last_written),
-                uncertain=tuple(v for v in (values_from_json(u) for u in row.uncertain or []) if v is not None),
+        grouped.setdefault(getattr(row, key), []).append(row)
+    return grouped
+
+
+async def load_targets(
+    session: AsyncSession, *, companies: Sequence[Company], tenants: Mapping[str, Tenant], now: datetime
+) -> dict[str, Target]:
+    """The targets of several companies (of any tenants), read in one query per table: a worker loads a whole
+    claimed batch at once."""
+    if not companies:
+        return {}
+    ids = [c.id for c in companies]
+    tenant_ids = sorted({c.tenant_id for c in companies})
+    products = {
+        p.tenant_id: p
+        for p in await session.scalars(select(BillingProduct).where(BillingProduct.tenant_id.in_(tenant_ids)))
+    }
+    prices = _group(
+        await session.scalars(
+            select(PriceSetting).where(
+                PriceSetting.tenant_id.in_(tenant_ids),
+                PriceSetting.company_id.is_(None) | PriceSetting.company_id.in_(ids),
             )
+        ),
+        "tenant_id",
+    )
+    statuses = _group(
+        await session.scalars(select(BillingStatusChange).where(BillingStatusChange.company_id.in_(ids))), "company_id"
+    )
+    terms = _group(await session.scalars(select(AgreementTerm).where(AgreementTerm.company_id.in_(ids))), "company_id")
+    history = _group(
+        await session.execute(
+            select(
+                LicenseChange.company_id,
+                LicenseChange.effective_at,
+                LicenseChange.sequence,
+                LicenseChange.license_count,
+            ).where(LicenseChange.company_id.in_(ids), LicenseChange.status == ChangeStatus.accepted.value)
+        ),
+        "company_id",
+    )
+    tracked = _group(
+        await session.scalars(
+            select(TrackedAddition)
+            .where(TrackedAddition.company_id.in_(ids), TrackedAddition.retired_at.is_(None))
+            .order_by(TrackedAddition.id)
+        ),
+        "company_id",
+    )
+    targets = {}
+    for company in companies:
+        tenant = tenants[company.tenant_id]
+        tz = tenant.timezone
+        billing = Billing(
+            history=History(
+                Change(local_day(r.effective_at, tz), r.sequence, r.license_count) for r in history.get(company.id, [])
+            ),
+            prices=Prices(
+                DomainPriceSetting(local_day(p.set_at, tz), p.id, p.company_id is not None, p.unit_price, p.unit_cost)
+                for p in prices.get(tenant.id, [])
+                if p.company_id in (None, company.id)
+            ),
+            status=Status(
+                StatusChange(local_day(c.changed_at, tz), c.id, c.active) for c in statuses.get(company.id, [])
+            ),
+            schedule=Schedule(
+                Term(t.from_day, t.cw_agreement_id, BillingCycle(t.billing_cycle), t.bill_start_date, t.ended_on)
+                for t in terms.get(company.id, [])
+            ),
+            mode=ProrationMode(tenant.proration_mode),
+            policy=DecreasePolicy(tenant.decrease_policy),
+            currency=tenant.currency,
         )
-    return tuple(tracked)
+        product = products.get(tenant.id)
+        targets[company.id] = Target(
+            tenant_id=tenant.id,
+            company_pk=company.id,
+            company_id=company.external_id,
+            company_name=company.name,
+            billing=billing,
+            today=local_day(now, tz),
+            timezone=tz,
+            sync_mode=tenant.sync_mode,
+            drift_policy=tenant.drift_policy,
+            tenant_billing=tenant.billing_enabled,
+            product_id=product.cw_catalog_item_id if product else None,
+            product_text=(product.description or product.identifier) if product else "",
+            agreement_id=company.cw_agreement_id,
+            cw_company_id=company.cw_company_id,
+            agreement_status=company.agreement_status,
+            next_invoice_date=company.next_invoice_date,
+            agreement_checked_at=company.agreement_checked_at,
+            tracked=tuple(row for row in map(_tracked_row, tracked.get(company.id, [])) if row is not None),
+        )
+    return targets
+
+
+def _tracked_row(row: TrackedAddition) -> TrackedRow | None:
+    marker = parse(row.marker)
+    if marker is None:
+        return None
+    return TrackedRow(
+        id=row.id,
+        marker=marker,
+        agreement_id=row.cw_agreement_id,
+        addition_id=row.cw_addition_id,
+        adopted=row.adopted,
+        create_pending=row.create_pending,
+        delete_pending=row.delete_pending,
+        written=values_from_json(row.last_written),
+        uncertain=tuple(v for v in (values_from_json(u) for u in row.uncertain or []) if v is not None),
+    )
 
 
 async def load_target(session: AsyncSession, *, tenant: Tenant, company: Company, now: datetime) -> Target:
-    product = await session.get(BillingProduct, tenant.id)
-    return Target(
-        tenant_id=tenant.id,
-        company_pk=company.id,
-        company_id=company.external_id,
-        company_name=company.name,
-        billing=await load_billing(session, tenant=tenant, company=company),
-        today=local_day(now, tenant.timezone),
-        timezone=tenant.timezone,
-        sync_mode=tenant.sync_mode,
-        drift_policy=tenant.drift_policy,
-        tenant_billing=tenant.billing_enabled,
-        product_id=product.cw_catalog_item_id if product else None,
-        product_text=(product.description or product.identifier) if product else "",
-        agreement_id=company.cw_agreement_id,
-        cw_company_id=company.cw_company_id,
-        agreement_status=company.agreement_status,
-        next_invoice_date=company.next_invoice_date,
-        agreement_checked_at=company.agreement_checked_at,
-        tracked=await load_tracked(session, company),
-    )
+    """One company's target (see `load_targets`)."""
+    return (await load_targets(session, companies=[company], tenants={tenant.id: tenant}, now=now))[company.id]

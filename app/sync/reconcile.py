@@ -27,7 +27,7 @@ from app.domain.markers import is_ours
 from app.domain.periods import local_day
 from app.domain.plan import Line, LineValues, Operation, OpKind, Plan, frontier, plan
 from app.services.audit import record_audit
-from app.services.billing_target import Target, TrackedRow, load_target, values_from_json, values_to_json
+from app.services.billing_target import Target, TrackedRow, load_target, load_targets, values_from_json, values_to_json
 from app.services.cw_connections import client_for, get_connection
 from app.services.mapping import MappingRejectedError, check_agreement, line_values
 
@@ -59,11 +59,50 @@ class Outcome:
     snapshot: dict[str, Any] | None = None  # what CW holds now, by addition id
     pending_plan: dict[str, Any] | None = None  # review mode: the change set waiting for approval
     wakeup: datetime | None = None  # come back then even if nothing happens (a future-dated change takes effect)
+    # What this run read of the agreement (status, next invoice date, when), for the company row.
+    agreement_seen: tuple[str, date | None, datetime] | None = None
     discrepancies: int = 0  # periods whose lines could not be made to add up (a held hand edit)
 
 
 def addition_snapshot(addition: Addition) -> dict[str, Any]:
     return values_to_json(line_values(addition)) | {"serial_number": addition.serial_number}
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """What a reconcile reads from the database before talking to CW (a worker reads it for its whole batch)."""
+
+    company: Company
+    tenant: Tenant
+    target: Target
+    generation: int
+    reason: str | None
+    approved: bool  # review mode: the pending change set of this generation was approved
+
+
+async def prepare(ctx: AppContext, company_pks: Sequence[str], *, now: datetime) -> dict[str, Prepared]:
+    """Read the companies, their tenants, sync states and targets: one query per table, whatever their number."""
+    async with ctx.read_sessionmaker() as session:
+        companies = list(await session.scalars(select(Company).where(Company.id.in_(company_pks))))
+        tenant_ids = {c.tenant_id for c in companies}
+        tenants = {t.id: t for t in await session.scalars(select(Tenant).where(Tenant.id.in_(tenant_ids)))}
+        states = {
+            s.company_id: s
+            for s in await session.scalars(select(SyncState).where(SyncState.company_id.in_(company_pks)))
+        }
+        targets = await load_targets(session, companies=companies, tenants=tenants, now=now)
+    prepared = {}
+    for company in companies:
+        state = states.get(company.id)
+        prepared[company.id] = Prepared(
+            company=company,
+            tenant=tenants[company.tenant_id],
+            target=targets[company.id],
+            generation=state.generation if state else 0,
+            reason=state.reason if state else None,
+            approved=state is not None and state.approved_generation == state.generation,
+        )
+    return prepared
 
 
 async def reconcile_company(
@@ -76,30 +115,31 @@ async def reconcile_company(
     hold: Hold = _no_lease,
     now: datetime | None = None,
     overwrite_drift: bool = False,
+    prepared: Prepared | None = None,
 ) -> Outcome:
     """Plan and apply one company. The caller (the worker) records the returned outcome in the sync state."""
     now = now or ctx.now()
-    async with ctx.sessionmaker() as session, session.begin():
-        company = await session.get(Company, company_pk)
-        if company is None:
-            return Outcome(SyncStatus.paused, detail="the company no longer exists")
-        tenant = await session.get(Tenant, company.tenant_id)
-        assert tenant is not None  # noqa: S101 (foreign key)
-        state = await session.get(SyncState, company.id)
-        target = await load_target(session, tenant=tenant, company=company, now=now)
-        _refresh_count(company, target)
-        if not tenant.billing_enabled:
-            return Outcome(SyncStatus.paused, detail="billing is off for the tenant (the master switch)")
-        if company.mapped_at is None or not target.billing.schedule:
-            return Outcome(SyncStatus.paused, detail="the company is not mapped to an agreement")
-        if target.product_id is None:
-            return Outcome(SyncStatus.paused, detail="no product is mapped")
-        if client is None:
+    if prepared is None:
+        prepared = (await prepare(ctx, [company_pk], now=now)).get(company_pk)
+    if prepared is None:
+        return Outcome(SyncStatus.paused, detail="the company no longer exists")
+    company, tenant, target = prepared.company, prepared.tenant, prepared.target
+    await _refresh_count(ctx, company, target)
+    if not tenant.billing_enabled:
+        return Outcome(SyncStatus.paused, detail="billing is off for the tenant (the master switch)")
+    if company.mapped_at is None or not target.billing.schedule:
+        return Outcome(SyncStatus.paused, detail="the company is not mapped to an agreement")
+    if target.product_id is None:
+        return Outcome(SyncStatus.paused, detail="no product is mapped")
+    if client is None:
+        async with ctx.read_sessionmaker() as session:
             client = client_for(ctx, await get_connection(session, tenant.id), attempts=3, retry_timeout=20)
-        approved = state is not None and state.approved_generation == state.generation
-        generation, reason = (state.generation, state.reason) if state else (0, None)
+    approved, generation, reason = prepared.approved, prepared.generation, prepared.reason
 
     target = await _check_agreement(ctx, client, target, now=now, agreement=agreement)
+    seen = (
+        ("Active", target.next_invoice_date, now) if target.agreement_checked_at == now else None
+    )  # read just now (else still fresh)
     frontier_period = frontier(target.situation())
     await crash("before_read")
     wanted = _agreements_to_read(target, frontier_period.start if frontier_period else None)
@@ -126,7 +166,13 @@ async def reconcile_company(
             "reason": reason,
             "operations": [op.describe() for op in result.operations],
         }
-        return Outcome(SyncStatus.awaiting_approval, drift=drift or None, snapshot=snapshot, pending_plan=pending)
+        return Outcome(
+            SyncStatus.awaiting_approval,
+            drift=drift or None,
+            snapshot=snapshot,
+            pending_plan=pending,
+            agreement_seen=seen,
+        )
     applied = 0
     for operation in result.operations:
         written = await _apply(ctx, client, target, operation, crash=crash, hold=hold)
@@ -143,14 +189,16 @@ async def reconcile_company(
         snapshot=snapshot,
         wakeup=wakeup,
         discrepancies=len({(m.kind, m.first) for m in result.held}),
+        agreement_seen=seen,
     )
 
 
-def _refresh_count(company: Company, target: Target) -> None:
+async def _refresh_count(ctx: AppContext, company: Company, target: Target) -> None:
     """The company's count today, from its history (a future-dated change counts from its day)."""
     count = target.billing.history.count_on(target.today)
     if company.license_count != count:
-        company.license_count = count
+        async with ctx.sessionmaker() as session, session.begin():
+            await session.execute(update(Company).where(Company.id == company.id).values(license_count=count))
 
 
 def _wakeup(result: Plan, target: Target) -> datetime | None:
@@ -198,7 +246,7 @@ async def _check_agreement(
     except MappingRejectedError as exc:
         raise MappingStaleError(f"{exc.detail}; remap the company") from None
     next_invoice = read.next_invoice_date.date() if read.next_invoice_date else None
-    await _store_agreement(ctx, target, status="Active", next_invoice=next_invoice, now=now)
+    # Recorded with the outcome, in the worker's closing transaction (`Outcome.agreement_seen`).
     return replace(target, agreement_status="Active", next_invoice_date=next_invoice, agreement_checked_at=now)
 
 
@@ -222,10 +270,11 @@ async def _store_agreement(
     ended_on: date | None = None,
 ) -> None:
     async with ctx.sessionmaker() as session, session.begin():
-        company = await session.get(Company, target.company_pk)
-        if company is not None:
-            company.agreement_status, company.next_invoice_date = status, next_invoice
-            company.agreement_checked_at = now
+        await session.execute(
+            update(Company)
+            .where(Company.id == target.company_pk)
+            .values(agreement_status=status, next_invoice_date=next_invoice, agreement_checked_at=now)
+        )
         if ended_on is not None:
             await session.execute(
                 update(AgreementTerm)

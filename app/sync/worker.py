@@ -41,7 +41,7 @@ from app.services.applier import apply_pending
 from app.services.cw_connections import client_for
 from app.services.deliveries import purge_inbox
 from app.services.sync_schedule import schedule_tenant
-from app.sync.reconcile import CrashHook, MappingStaleError, Outcome, _no_crash, reconcile_company
+from app.sync.reconcile import CrashHook, MappingStaleError, Outcome, Prepared, _no_crash, prepare, reconcile_company
 
 log = get_logger("app.sync")
 MAX_BACKOFF = 900.0
@@ -216,24 +216,15 @@ class Worker:
         return clients
 
     async def _prefetch_agreements(
-        self, claims: list[Claim], clients: dict[str, ConnectWiseClient]
+        self, claims: list[Claim], clients: dict[str, ConnectWiseClient], prepared: dict[str, Prepared]
     ) -> dict[str, Agreement]:
         """Periodic reconciles re-read each agreement: one `id in (…)` call per tenant and batch, not one each."""
-        periodic = [c for c in claims if c.reason == "periodic" and c.tenant_id in clients]
-        if not periodic:
-            return {}
-        async with self.ctx.sessionmaker() as session:
-            rows = (
-                await session.execute(
-                    select(Company.id, Company.tenant_id, Company.cw_agreement_id).where(
-                        Company.id.in_([c.company_id for c in periodic])
-                    )
-                )
-            ).all()
         by_tenant: dict[str, dict[int, str]] = {}
-        for company_id, tenant_id, agreement_id in rows:
-            if agreement_id is not None:
-                by_tenant.setdefault(tenant_id, {})[agreement_id] = company_id
+        for claim in claims:
+            ready = prepared.get(claim.company_id)
+            agreement_id = ready.company.cw_agreement_id if ready is not None else None
+            if claim.reason == "periodic" and claim.tenant_id in clients and agreement_id is not None:
+                by_tenant.setdefault(claim.tenant_id, {})[agreement_id] = claim.company_id
         found: dict[str, Agreement] = {}
         for tenant_id, wanted in by_tenant.items():
             try:
@@ -253,16 +244,21 @@ class Worker:
             return applied
         semaphore = asyncio.Semaphore(self.concurrency)
         try:
+            # The batch's inputs in one query per table, its clients, and its agreements in one CW call per tenant.
+            prepared = await prepare(self.ctx, [c.company_id for c in claims], now=self.now())
             clients = await self._clients({c.tenant_id for c in claims})
-            agreements = await self._prefetch_agreements(claims, clients)
+            agreements = await self._prefetch_agreements(claims, clients, prepared)
         except Exception as exc:  # the database or CW blinked: every claim still gets handled (and retried)
             log.warning("sync.batch_prepare_failed", error_type=type(exc).__name__)
-            clients, agreements = {}, {}
+            prepared, clients, agreements = {}, {}, {}
 
         async def one(claim: Claim) -> None:
             async with semaphore:
                 await self.handle(
-                    claim, client=clients.get(claim.tenant_id), agreement=agreements.get(claim.company_id)
+                    claim,
+                    client=clients.get(claim.tenant_id),
+                    agreement=agreements.get(claim.company_id),
+                    prepared=prepared.get(claim.company_id),
                 )
 
         await asyncio.gather(*(one(c) for c in claims))
@@ -279,7 +275,12 @@ class Worker:
         return total
 
     async def handle(
-        self, claim: Claim, *, client: ConnectWiseClient | None = None, agreement: Agreement | None = None
+        self,
+        claim: Claim,
+        *,
+        client: ConnectWiseClient | None = None,
+        agreement: Agreement | None = None,
+        prepared: Prepared | None = None,
     ) -> None:
         started = time.perf_counter()
         if client is None and self.client_factory is not None:
@@ -296,6 +297,7 @@ class Worker:
                 agreement=agreement,
                 overwrite_drift=claim.reason == "drift_overwrite",
                 now=self.now(),
+                prepared=prepared,
             )
         except LeaseLostError:
             log.warning("sync.lease_lost", company_id=claim.company_id, worker_id=self.worker_id)
@@ -369,6 +371,13 @@ class Worker:
                 state.last_error = _describe(error)
                 state.due_at = now if moved else None  # parked until something changes or a resync is asked
                 label = SyncStatus.failed.value
+            if outcome is not None and outcome.agreement_seen is not None:  # after the state's changes: one flush
+                status, next_invoice, checked_at = outcome.agreement_seen
+                await session.execute(
+                    update(Company)
+                    .where(Company.id == claim.company_id)
+                    .values(agreement_status=status, next_invoice_date=next_invoice, agreement_checked_at=checked_at)
+                )
         self.ctx.metrics.sync_jobs.labels(label).inc()
         log.info(
             "sync.job",

@@ -22,6 +22,8 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from app.db.models import Company
+from app.domain.markers import company_key, parse
+from tests.sim.explain import why_unexplained
 from tests.sim.reference import Truth, owed_through
 from tests.sim.setup import open_world
 from tests.story import World
@@ -130,6 +132,7 @@ class Result:
     owed: Decimal
     through: date
     notes: list[str] = field(default_factory=list)
+    unexplained: list[str] = field(default_factory=list)  # invoice lines whose text does not account for the amount
 
 
 class Crash(Exception):
@@ -282,7 +285,24 @@ async def _play(s: Scenario, world: World) -> Result:
         pk = await session.scalar(select(Company.id).where(Company.external_id == "c-1"))
     assert pk is not None
     invoiced = world.invoiced_for(pk, adopted=adopted_ids)
-    return Result(invoiced=invoiced, owed=owed_through(truth, START, end), through=end)
+    return Result(
+        invoiced=invoiced, owed=owed_through(truth, START, end), through=end, unexplained=unexplained_lines(world, pk)
+    )
+
+
+def unexplained_lines(world: World, company_pk: str) -> list[str]:
+    """Every invoice line written for the company whose text does not account for its amount, and why."""
+    key = company_key(company_pk)
+    found = []
+    for record in world.sandbox.invoicing.records.values():
+        for line in record.lines:
+            marker = parse(line.serial_number)
+            if marker is None or marker.key != key:
+                continue
+            why = why_unexplained(str(marker.kind), line.description or "", line.amount, line.quantity, line.unit_price)
+            if why:
+                found.append(f"invoice {record.invoice_id} ({record.period.start}): {why}")
+    return found
 
 
 async def _work(world: World, s: Scenario) -> None:

@@ -29,6 +29,7 @@ def check(scenario: Scenario, database_url: str, tmp_dir: Path) -> None:
     assert result.invoiced == result.owed, (
         f"invoiced {result.invoiced}, owed {result.owed} through {result.through}: {scenario}"
     )
+    assert result.unexplained == [], f"lines that do not explain their amount: {result.unexplained}: {scenario}"
 
 
 @SUITE
