@@ -38,8 +38,9 @@ from app.settings import Environment, Settings, load_settings
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 BILLED_FROM = datetime(2026, 10, 31, 12, 0, tzinfo=UTC)  # every bench company is billed from 1 November
-SIGNING_KEY = "bench-signing-key-" + os.urandom(16).hex()
-ENCRYPTION_KEY = generate_key()
+# Inherited by the bench's own worker processes (bench/worker_process.py), which must read what this one encrypted.
+SIGNING_KEY = os.environ.setdefault("BENCH_SIGNING_KEY", "bench-signing-key-" + os.urandom(16).hex())
+ENCRYPTION_KEY = os.environ.setdefault("BENCH_ENCRYPTION_KEY", generate_key())
 
 
 def bench_settings(database_url: str, **overrides: object) -> Settings:
@@ -77,14 +78,68 @@ async def fresh_database(url: str) -> None:
     await engine.dispose()
 
 
+@dataclass(frozen=True)
+class Seed:
+    """One bench company as ConnectWise holds it: its agreement, and (in sync) its base line."""
+
+    agreement_id: int
+    company_pk: str
+    count: int
+    in_sync: bool
+
+
 @dataclass
 class BigTenant:
     tenant: NewTenant
     companies: int
+    seeds: list[Seed]
+
+
+def seed_sandbox(sandbox: Sandbox, seeds: list[Seed]) -> list[int]:
+    """Each seed's agreement (and base line when in sync) in the sandbox; the base lines' addition ids. The same seeds
+    in the same order give the same ids in a fresh sandbox (bench/sandbox_server.py replays them)."""
+    ids = []
+    for seed in seeds:
+        sandbox.store.agreements.rows[seed.agreement_id] = {
+            "id": seed.agreement_id,
+            "name": "Managed Services",
+            "company": {"id": 1},
+            "contact": {"id": 1},
+            "cancelledFlag": False,
+            "billingCycle": {"id": 1, "name": "Monthly"},
+            "startDate": "2026-11-01T00:00:00Z",
+            "billStartDate": "2026-11-01T00:00:00Z",
+            "noEndingDateFlag": True,
+            "type": {"id": 1},
+            "_info": {"lastUpdated": "2026-01-01T00:00:00Z"},
+        }
+        if seed.in_sync:
+            addition = sandbox.store.create_addition(
+                seed.agreement_id,
+                {
+                    "product": {"id": 1},
+                    "billCustomer": "Billable",
+                    "quantity": seed.count,
+                    "unitPrice": 3.0,
+                    "unitCost": 1.25,
+                    "lessIncluded": 0,
+                    "effectiveDate": "2026-11-01T00:00:00Z",
+                    "serialNumber": str(Marker(company_key(seed.company_pk), Kind.base, date(2026, 11, 1))),
+                    "invoiceDescription": "Vendor EDR",
+                },
+            )
+            ids.append(int(addition["id"]))
+    return ids
 
 
 async def big_tenant(
-    ctx: AppContext, sandbox: Sandbox | None, *, companies: int, in_sync: bool, ledger_rows_per_company: int = 1
+    ctx: AppContext,
+    sandbox: Sandbox | None,
+    *,
+    companies: int,
+    in_sync: bool,
+    ledger_rows_per_company: int = 1,
+    site_url: str = IN_PROCESS_SITE,
 ) -> BigTenant:
     """A tenant with `companies` mapped companies. `in_sync`: CW already holds each base line (steady state)."""
     async with ctx.sessionmaker() as s, s.begin():
@@ -95,7 +150,7 @@ async def big_tenant(
         s.add(
             CwConnection(
                 tenant_id=row.id,
-                site_url=IN_PROCESS_SITE,
+                site_url=site_url,
                 login_company_id="sandbox",
                 public_key="sandbox-public",
                 private_key_encrypted=ctx.secrets.encrypt(
@@ -116,22 +171,9 @@ async def big_tenant(
         )
         s.add(PriceSetting(tenant_id=row.id, set_at=BILLED_FROM, unit_price=Decimal("3.00"), unit_cost=Decimal("1.25")))
     company_rows, state_rows, ledger_rows, tracked_rows, term_rows, status_rows = [], [], [], [], [], []
+    seeds: list[Seed] = []
     for i in range(companies):
         agreement_id = i + 1000
-        if sandbox is not None:
-            sandbox.store.agreements.rows[agreement_id] = {
-                "id": agreement_id,
-                "name": "Managed Services",
-                "company": {"id": 1},
-                "contact": {"id": 1},
-                "cancelledFlag": False,
-                "billingCycle": {"id": 1, "name": "Monthly"},
-                "startDate": "2026-11-01T00:00:00Z",
-                "billStartDate": "2026-11-01T00:00:00Z",
-                "noEndingDateFlag": True,
-                "type": {"id": 1},
-                "_info": {"lastUpdated": "2026-01-01T00:00:00Z"},
-            }
         pk = new_id()
         count = 5 + i % 20
         company_rows.append(
@@ -194,22 +236,10 @@ async def big_tenant(
                     "source": "portal",
                 }
             )
+        seeds.append(Seed(agreement_id=agreement_id, company_pk=pk, count=count, in_sync=in_sync))
         if in_sync and sandbox is not None:  # November's base line, written before November began
             marker = str(Marker(company_key(pk), Kind.base, date(2026, 11, 1)))
-            addition = sandbox.store.create_addition(
-                agreement_id,
-                {
-                    "product": {"id": 1},
-                    "billCustomer": "Billable",
-                    "quantity": count,
-                    "unitPrice": 3.0,
-                    "unitCost": 1.25,
-                    "lessIncluded": 0,
-                    "effectiveDate": "2026-11-01T00:00:00Z",
-                    "serialNumber": marker,
-                    "invoiceDescription": "Vendor EDR",
-                },
-            )
+            addition_id = seed_sandbox(sandbox, [seeds[-1]])[0]
             tracked_rows.append(
                 {
                     "tenant_id": tenant.tenant_id,
@@ -217,7 +247,7 @@ async def big_tenant(
                     "cw_agreement_id": agreement_id,
                     "kind": Kind.base.value,
                     "marker": marker,
-                    "cw_addition_id": addition["id"],
+                    "cw_addition_id": addition_id,
                     "adopted": False,
                     "create_pending": False,
                     "last_written": {
@@ -231,6 +261,8 @@ async def big_tenant(
                     },
                 }
             )
+        elif sandbox is not None:
+            seed_sandbox(sandbox, [seeds[-1]])
     async with ctx.engine.begin() as conn:
         for model, rows in (
             (Company, company_rows),
@@ -244,7 +276,7 @@ async def big_tenant(
                 if rows[start : start + 5000]:
                     await conn.execute(insert(model), rows[start : start + 5000])
     await analyze(ctx)
-    return BigTenant(tenant=tenant, companies=companies)
+    return BigTenant(tenant=tenant, companies=companies, seeds=seeds)
 
 
 async def analyze(ctx: AppContext) -> None:

@@ -88,10 +88,45 @@ def simulate(count: int, seed: int, url: str, data_dir: Path) -> dict[str, Any]:
     }
 
 
+def _run_jobs(args: argparse.Namespace) -> dict[str, Any]:
+    """Split the histories over `jobs` processes (each its own database and seed) and merge their reports."""
+    import subprocess
+
+    out_dir = Path(tempfile.mkdtemp(prefix="cwbs-sim-jobs-"))
+    shares = [args.histories // args.jobs + (1 if i < args.histories % args.jobs else 0) for i in range(args.jobs)]
+    processes = []
+    for job, share in enumerate(shares):
+        command = [sys.executable, "-m", "bench.simulate", "--histories", str(share), "--seed", str(args.seed + job)]
+        command += ["--jobs", "1", "--out", str(out_dir / f"job{job}.json")]
+        if args.postgres:
+            command += ["--postgres", f"{args.postgres}_{job}"]
+        processes.append(subprocess.Popen(command, cwd=ROOT))  # noqa: S603 (this script)
+    for process in processes:
+        process.wait()
+    reports = [json.loads((out_dir / f"job{job}.json").read_text()) for job in range(args.jobs)]
+    histories = sum(r["histories"] for r in reports)
+    seconds = max(r["seconds"] for r in reports)
+    wrong = next((r["smallest_counterexample"] for r in reports if r["smallest_counterexample"]), None)
+    return {
+        "seed": args.seed,
+        "database": reports[0]["database"],
+        "jobs": args.jobs,
+        "histories": histories,
+        "billed_wrong": any(r["billed_wrong"] for r in reports),
+        "seconds": seconds,
+        # wall clock over all processes together (each job's own rate is in its report)
+        "histories_per_minute": round(histories / seconds * 60, 1) if seconds else None,
+        "per_job": [{k: r[k] for k in ("seed", "histories", "seconds", "histories_per_minute")} for r in reports],
+        "smallest_counterexample": wrong,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--histories", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=random.SystemRandom().randrange(2**32))
+    parser.add_argument("--jobs", type=int, default=1, help="processes to spread the histories over")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "simulate.json")
     parser.add_argument(
         "--postgres",
         nargs="?",
@@ -99,19 +134,22 @@ def main() -> int:
         help="run on PostgreSQL (this URL, or a local default); SQLite otherwise",
     )
     args = parser.parse_args()
-    data_dir = Path(tempfile.mkdtemp(prefix="cwbs-sim-"))
-    url = args.postgres or f"sqlite+aiosqlite:///{data_dir / 'sim.db'}"
-    database = url.split("+")[0]
-    print(f"seed {args.seed}: up to {args.histories} histories on {database}", file=sys.stderr, flush=True)
-    report = {"seed": args.seed, "database": database, **simulate(args.histories, args.seed, url, data_dir)}
+    if args.jobs > 1:
+        report = _run_jobs(args)
+    else:
+        data_dir = Path(tempfile.mkdtemp(prefix="cwbs-sim-"))
+        url = args.postgres or f"sqlite+aiosqlite:///{data_dir / 'sim.db'}"
+        database = url.split("+")[0]
+        print(f"seed {args.seed}: up to {args.histories} histories on {database}", file=sys.stderr, flush=True)
+        report = {"seed": args.seed, "database": database, **simulate(args.histories, args.seed, url, data_dir)}
     print(
         f"{report['histories']} histories billed right in {report['seconds']} s "
-        f"({report['histories_per_minute']} per minute on {database})"
+        f"({report['histories_per_minute']} per minute on {report['database']})"
     )
     if report["smallest_counterexample"]:
         print("billed wrong; smallest counterexample:", json.dumps(report["smallest_counterexample"], indent=2))
-    (ROOT / "bench" / "results").mkdir(exist_ok=True)
-    (ROOT / "bench" / "results" / "simulate.json").write_text(json.dumps(report, indent=2) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
     return 1 if report["billed_wrong"] else 0
 
 

@@ -162,14 +162,14 @@ def _short(text: str, limit: int) -> str:
     return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
 
 
-def _retry_hook(exc: Exception) -> bool | float:
+def _retry_hook(exc: BaseException) -> bool | float:
     """stamina backoff hook: retry transient errors; a 429's Retry-After decides the wait."""
     if isinstance(exc, CWThrottledError) and exc.retry_after is not None:
         return max(exc.retry_after, 0.1)
     return isinstance(exc, CWRetryableError)
 
 
-def _post_retry_hook(exc: Exception) -> bool | float:
+def _post_retry_hook(exc: BaseException) -> bool | float:
     """For creates: only retry when the request certainly was not processed."""
     if isinstance(exc, CWNetworkError) and not exc.outcome_unknown:
         return True

@@ -265,8 +265,8 @@ class Sandbox:
         return format_datetime(datetime.now(UTC) + timedelta(seconds=seconds), usegmt=True)
 
     def _sandbox_only(self, method: str, path: str, body: bytes) -> tuple[int, dict[str, str], Any]:
-        """Routes real ConnectWise does not have: the calendar clock and what each invoice billed. For tests and
-        demos only; the service never calls them."""
+        """Routes real ConnectWise does not have: the calendar clock, what each invoice billed, request counts. For
+        tests, demos and benchmarks only; the service never calls them."""
         json_type = {"content-type": "application/json"}
         if path == "/_sandbox/clock":
             if method == "POST":
@@ -280,6 +280,8 @@ class Sandbox:
             elif method != "GET":
                 return _error(405, "MethodNotAllowed", f"{method} is not allowed here")
             return 200, json_type, {"now": self.now().strftime("%Y-%m-%dT%H:%M:%SZ")}
+        if path == "/_sandbox/stats" and method == "GET":  # requests served, throttled, writes (benchmarks)
+            return 200, json_type, {**self.stats, "writes": self.store.writes}
         lines = re.fullmatch(r"/_sandbox/invoices/(\d+)/lines", path)
         if lines and method == "GET":
             try:
