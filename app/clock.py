@@ -25,6 +25,11 @@ class Clock:
         return cls()
 
     @classmethod
+    def for_settings(cls, pin_now: datetime | None) -> Clock:
+        """The process's business clock: real time, or `PIN_NOW`'s moment running on."""
+        return cls(pin_now) if pin_now is not None else cls.real()
+
+    @classmethod
     def virtual(cls, start: datetime) -> Clock:
         """A clock that stands still until it is moved (tests, simulations)."""
         return cls(start, frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -12,7 +13,6 @@ from app.clock import Clock
 from app.connectwise.budget import BudgetRegistry, Budgets
 from app.connectwise.client import DEFAULT_TIMEOUT, CodebaseCache
 from app.connectwise.network import guarded_client
-from app.connectwise.sandbox.app import Sandbox
 from app.connectwise.schemas import BillingCycle
 from app.db.budget import SharedBudgets
 from app.db.session import create_engine, create_sessionmaker
@@ -34,8 +34,9 @@ class AppContext:
     cw_http: httpx.AsyncClient
     budgets: Budgets
     clock: Clock = field(default_factory=Clock.real)
-    sandbox: Sandbox | None = None
-    sandbox_http: httpx.AsyncClient | None = None
+    # Sites answered by a transport mounted at start-up (`cw_http`'s mounts) rather than the network: they need no
+    # DNS and pass the SSRF check as they are.
+    cw_mounted_sites: frozenset[str] = frozenset()
     metrics: Metrics = field(default_factory=Metrics)
     codebases: CodebaseCache = field(default_factory=CodebaseCache)
     # Billing cycles per tenant (a CW setup table); cleared by the periodic full reconcile.
@@ -57,17 +58,20 @@ class AppContext:
     async def aclose(self) -> None:
         await self.intake.aclose()
         await self.cw_http.aclose()
-        if self.sandbox_http is not None:
-            await self.sandbox_http.aclose()
 
     @classmethod
     def build(
-        cls, settings: Settings, *, engine: AsyncEngine | None = None, sandbox: Sandbox | None = None
+        cls,
+        settings: Settings,
+        *,
+        engine: AsyncEngine | None = None,
+        clock: Clock | None = None,
+        cw_mounts: Mapping[str, httpx.AsyncBaseTransport] | None = None,
     ) -> AppContext:
+        """`cw_mounts`: transports that answer for whole CW sites (start-up mounts the in-process sandbox here)."""
         engine = engine or create_engine(settings.database_url)
-        clock = Clock(settings.pin_now) if settings.pin_now is not None else Clock.real()
-        if sandbox is None and settings.cw_sandbox:
-            sandbox = Sandbox(now=clock.now)
+        clock = clock or Clock.for_settings(settings.pin_now)
+        mounts = dict(cw_mounts or {})
         if settings.jwt_signing_key is None:
             raise ValueError("settings were not validated: JWT_SIGNING_KEY is missing")
         return cls(
@@ -82,7 +86,9 @@ class AppContext:
             ),
             secrets=SecretBox([k.get_secret_value() for k in settings.encryption_keys]),
             # Every connection checked and pinned (SSRF); redirects never followed.
-            cw_http=guarded_client(allow_private=settings.cw_allow_private_sites, timeout=DEFAULT_TIMEOUT),
+            cw_http=guarded_client(
+                allow_private=settings.cw_allow_private_sites, timeout=DEFAULT_TIMEOUT, mounts=mounts
+            ),
             # Shared by every process on PostgreSQL; SQLite runs one process.
             budgets=(
                 SharedBudgets(engine, settings.cw_requests_per_minute)
@@ -90,6 +96,5 @@ class AppContext:
                 else BudgetRegistry(settings.cw_requests_per_minute)
             ),
             clock=clock,
-            sandbox=sandbox,
-            sandbox_http=sandbox.http_client(timeout=DEFAULT_TIMEOUT) if sandbox else None,
+            cw_mounted_sites=frozenset(mounts),
         )

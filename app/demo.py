@@ -21,6 +21,7 @@ from typing import Any, TextIO
 
 import httpx
 
+from app.connectwise.sandbox.app import Sandbox
 from app.connectwise.sandbox.credentials import IN_PROCESS_SITE
 from app.db.migrate import upgrade_to_head
 from app.main import create_app
@@ -107,8 +108,9 @@ async def run_demo(settings: Settings, *, out: TextIO = sys.stdout, sandbox_url:
 
         async def invoice(agreement_id: int) -> list[dict[str, Any]]:
             """Run agreement invoicing for every period due (the MSP, in CW); the lines of the newest invoice."""
-            client = ctx.sandbox.http_client() if ctx.sandbox else httpx.AsyncClient(base_url=sandbox_url or "")
-            base = "" if sandbox_url else "https://sandbox.connectwise.invalid"
+            sandbox: Sandbox | None = app.state.sandbox
+            client = sandbox.http_client() if sandbox else httpx.AsyncClient(base_url=sandbox_url or "")
+            base = "" if sandbox_url else IN_PROCESS_SITE
             auth = {"Authorization": _basic(), "clientId": "demo"}
             lines: list[dict[str, Any]] = []
             async with client:

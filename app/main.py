@@ -13,7 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.api import auth, billing, companies, connection, deliveries, health, openapi_components, sync, webhooks
 from app.api.problems import install_connectwise_handlers, install_problem_handlers
-from app.connectwise.sandbox.app import Sandbox
+from app.clock import Clock
+from app.connectwise.sandbox.app import Sandbox, SandboxTransport
+from app.connectwise.sandbox.credentials import IN_PROCESS_SITE
 from app.context import AppContext
 from app.logging import configure_logging
 from app.middleware import RejectNulMiddleware, RequestContextMiddleware
@@ -26,9 +28,16 @@ API_VERSION = "0.1.0"
 def create_app(
     settings: Settings | None = None, *, engine: AsyncEngine | None = None, sandbox: Sandbox | None = None
 ) -> FastAPI:
+    """`sandbox`: the fake ConnectWise to answer at the in-process site (tests and benchmarks bring their own; with
+    `CW_SANDBOX` one reading the service's clock is made here). Start-up is the only place that knows it is fake:
+    the rest of the service sees a CW site whose transport is mounted on the CW HTTP client."""
     settings = settings or get_settings()
     configure_logging(json=settings.log_as_json(), level=settings.log_level)
-    ctx = AppContext.build(settings, engine=engine, sandbox=sandbox)
+    clock = Clock.for_settings(settings.pin_now)
+    if sandbox is None and settings.cw_sandbox:
+        sandbox = Sandbox(now=clock.now)
+    mounts = {IN_PROCESS_SITE: SandboxTransport(sandbox)} if sandbox is not None else {}
+    ctx = AppContext.build(settings, engine=engine, clock=clock, cw_mounts=mounts)
     owns_engine = engine is None
 
     @asynccontextmanager
@@ -64,6 +73,7 @@ def create_app(
         telemetry=None if settings.otel_enabled else {"tracing": False, "metrics": False, "logs": False},
     )
     app.state.ctx = ctx
+    app.state.sandbox = sandbox  # for tests, benchmarks and the demo; the service never reads it
     app.state.worker = None
     install_problem_handlers(app)
     install_connectwise_handlers(app)

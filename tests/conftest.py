@@ -17,7 +17,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
 from app.connectwise.client import DEFAULT_TIMEOUT
-from app.connectwise.sandbox.app import SandboxTransport
+from app.connectwise.network import guarded_client
+from app.connectwise.sandbox.app import Sandbox, SandboxTransport
+from app.connectwise.sandbox.credentials import IN_PROCESS_SITE
 from app.context import AppContext
 from app.db.base import Base
 from app.db.migrate import upgrade_to_head
@@ -116,10 +118,13 @@ async def app(settings: Settings, engine: AsyncEngine) -> AsyncIterator[FastAPI]
     validator = (
         SpecValidator(SHARED_DIR / "connectwise" / "openapi-subset.lenient.json") if SHARED_DIR.exists() else None
     )
-    if ctx.sandbox is not None and ctx.sandbox_http is not None:
-        await ctx.sandbox_http.aclose()
-        ctx.sandbox_http = httpx.AsyncClient(
-            transport=ValidatingTransport(SandboxTransport(ctx.sandbox), validator), timeout=DEFAULT_TIMEOUT
+    sandbox: Sandbox | None = application.state.sandbox
+    if sandbox is not None:  # mounted again, behind the validator
+        await ctx.cw_http.aclose()
+        ctx.cw_http = guarded_client(
+            allow_private=settings.cw_allow_private_sites,
+            timeout=DEFAULT_TIMEOUT,
+            mounts={IN_PROCESS_SITE: ValidatingTransport(SandboxTransport(sandbox), validator)},
         )
     yield application
     await ctx.aclose()
@@ -131,6 +136,13 @@ async def app(settings: Settings, engine: AsyncEngine) -> AsyncIterator[FastAPI]
 def ctx(app: FastAPI) -> AppContext:
     context: AppContext = app.state.ctx
     return context
+
+
+@pytest.fixture
+def sandbox(app: FastAPI) -> Sandbox:
+    """The fake ConnectWise the app's CW site is mounted on (the settings turn it on)."""
+    fake: Sandbox = app.state.sandbox
+    return fake
 
 
 @pytest.fixture

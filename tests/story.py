@@ -44,8 +44,8 @@ class World:
 
     @property
     def sandbox(self) -> Sandbox:
-        assert self.ctx.sandbox is not None
-        return self.ctx.sandbox
+        sandbox: Sandbox = self.app.state.sandbox
+        return sandbox
 
     @property
     def worker(self) -> Worker:

@@ -11,7 +11,6 @@ from sqlalchemy import select
 
 from app.api.deps import ContextDep, PrincipalDep, SessionDep
 from app.api.problems import error_responses
-from app.api.schemas.auth import TokenRead, TokenRequest
 from app.db.models import ApiClient
 from app.errors import (
     InvalidClientError,
@@ -19,6 +18,7 @@ from app.errors import (
     UnprocessableError,
     UnsupportedGrantTypeError,
 )
+from app.schemas.auth import TokenRead, TokenRequest
 from app.security.credentials import verify_client_secret
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])

@@ -11,8 +11,13 @@ from sqlalchemy import func, select
 
 from app.api.deps import ContextDep, PrincipalDep, SessionDep
 from app.api.problems import CW_ERROR_RESPONSES, error_responses
-from app.api.schemas.common import IsoDateTime, money_str
-from app.api.schemas.product import (
+from app.connectwise import schemas as cw
+from app.connectwise.conditions import F
+from app.connectwise.errors import CWNotFoundError
+from app.db.models import AuditEvent, BillingProduct, PriceSetting, Tenant
+from app.errors import ConflictError, NotAuthenticatedError, UnprocessableError
+from app.schemas.common import IsoDateTime, money_str
+from app.schemas.product import (
     CatalogItemRead,
     CatalogOption,
     CatalogOptions,
@@ -21,12 +26,7 @@ from app.api.schemas.product import (
     ProductMap,
     ProductRead,
 )
-from app.api.schemas.setup import AuditEventRead, AuditPage, BillingSettingsRead, BillingSettingsUpdate
-from app.connectwise import schemas as cw
-from app.connectwise.conditions import F
-from app.connectwise.errors import CWNotFoundError
-from app.db.models import AuditEvent, BillingProduct, PriceSetting, Tenant
-from app.errors import ConflictError, NotAuthenticatedError, UnprocessableError
+from app.schemas.setup import AuditEventRead, AuditPage, BillingSettingsRead, BillingSettingsUpdate
 from app.services.audit import record_audit
 from app.services.cw_connections import NotConnectedError, tenant_client
 from app.services.sync_schedule import schedule_tenant

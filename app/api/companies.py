@@ -10,9 +10,14 @@ from sqlalchemy import func, or_, select
 
 from app.api.deps import CompanyPath, ContextDep, PrincipalDep, SessionDep
 from app.api.problems import CW_ERROR_RESPONSES, error_responses
-from app.api.schemas.agreement import AgreementView
-from app.api.schemas.common import present
-from app.api.schemas.companies import (
+from app.connectwise.conditions import F
+from app.db.models import BillingProduct, Company, PriceSetting, SyncState, TrackedAddition
+from app.domain.markers import Kind
+from app.domain.matching import Candidate, rank
+from app.errors import NotAuthenticatedError, NotFoundError
+from app.schemas.agreement import AgreementView
+from app.schemas.common import present
+from app.schemas.companies import (
     BillingUpdate,
     CompanyPageRead,
     CompanyRead,
@@ -22,11 +27,6 @@ from app.api.schemas.companies import (
     MappingUpdate,
     SuggestionRead,
 )
-from app.connectwise.conditions import F
-from app.db.models import BillingProduct, Company, PriceSetting, SyncState, TrackedAddition
-from app.domain.markers import Kind
-from app.domain.matching import Candidate, rank
-from app.errors import NotAuthenticatedError, NotFoundError
 from app.services.agreement_view import agreement_view
 from app.services.audit import record_audit
 from app.services.billing_views import NotReadyError

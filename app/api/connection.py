@@ -8,10 +8,10 @@ from fastapi import APIRouter
 
 from app.api.deps import ContextDep, PrincipalDep, SessionDep
 from app.api.problems import error_responses
-from app.api.schemas.setup import ConnectionCheck, ConnectionRead, ConnectionTestResult, ConnectionUpdate
 from app.connectwise.errors import CWError, CWForbiddenError, CWNotFoundError, CWValidationError
 from app.db.models import CwConnection
 from app.errors import NotAuthenticatedError, UnprocessableError
+from app.schemas.setup import ConnectionCheck, ConnectionRead, ConnectionTestResult, ConnectionUpdate
 from app.security.ssrf import UnsafeSiteError
 from app.services.audit import record_audit
 from app.services.cw_connections import (

@@ -8,8 +8,8 @@ from fastapi import APIRouter, Path
 
 from app.api.deps import PrincipalDep, SessionDep
 from app.api.problems import error_responses
-from app.api.schemas.webhooks import DeliveryRead
 from app.errors import NotAuthenticatedError, NotFoundError
+from app.schemas.webhooks import DeliveryRead
 from app.services.deliveries import get_delivery
 
 router = APIRouter(prefix="/api/v1", tags=["webhooks"])

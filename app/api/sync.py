@@ -11,8 +11,12 @@ from sqlalchemy import func, select
 
 from app.api.deps import CompanyPath, ContextDep, PrincipalDep, SessionDep
 from app.api.problems import error_responses
-from app.api.schemas.common import money_str
-from app.api.schemas.sync import (
+from app.db.models import BillingProduct, Company, SyncState, TrackedAddition
+from app.domain.markers import Kind
+from app.domain.periods import local_day
+from app.errors import ConflictError, NotAuthenticatedError, NotFoundError, UnprocessableError
+from app.schemas.common import money_str
+from app.schemas.sync import (
     BulkApprove,
     BulkApproveResult,
     ChargesResponse,
@@ -24,10 +28,6 @@ from app.api.schemas.sync import (
     SyncRequest,
     SyncStatus,
 )
-from app.db.models import BillingProduct, Company, SyncState, TrackedAddition
-from app.domain.markers import Kind
-from app.domain.periods import local_day
-from app.errors import ConflictError, NotAuthenticatedError, NotFoundError, UnprocessableError
 from app.services import billing_views
 from app.services.audit import record_audit
 from app.services.billing_views import NotReadyError

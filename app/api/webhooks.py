@@ -21,12 +21,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api import openapi_components
 from app.api.problems import error_responses
-from app.api.schemas.webhooks import WebhookAck
 from app.context import AppContext
 from app.db.inbox import Entry, Stored
 from app.db.models import Tenant
 from app.domain.events import KNOWN_TYPES, Event, PortalEvent, out_of_window
 from app.errors import AppError, PayloadTooLargeError, UnprocessableError, WebhookSignatureError
+from app.schemas.webhooks import WebhookAck
 from app.security.webhooks import SignatureError, SignedParts
 from app.services.deliveries import record_rejected
 from app.services.intake_queue import IntakeFullError, IntakeTimeoutError

@@ -10,6 +10,7 @@ the certificate against the host name. Redirects are never followed.
 from __future__ import annotations
 
 import typing
+from collections.abc import Mapping
 
 import httpcore
 import httpx
@@ -65,13 +66,21 @@ def guarded_client(
     timeout: httpx.Timeout,
     resolver: Resolver | None = None,
     network: httpcore.AsyncNetworkBackend | None = None,
+    mounts: Mapping[str, httpx.AsyncBaseTransport] | None = None,
 ) -> httpx.AsyncClient:
     """An httpx client whose every connection goes through `GuardedBackend` (over `network`, httpcore's own by
-    default); no proxies from the environment, no redirects."""
+    default); no proxies from the environment, no redirects. `mounts` maps a site (`https://host`) to a transport
+    that answers for it instead of the network."""
     transport = httpx.AsyncHTTPTransport(trust_env=False)
     # httpx offers no other way to give httpcore a network backend; tests/test_ssrf.py proves this one is used.
     pool = transport._pool
     pool._network_backend = GuardedBackend(
         network or pool._network_backend, allow_private=allow_private, resolver=resolver
     )
-    return httpx.AsyncClient(transport=transport, timeout=timeout, follow_redirects=False, trust_env=False)
+    return httpx.AsyncClient(
+        transport=transport,
+        mounts=dict(mounts or {}),
+        timeout=timeout,
+        follow_redirects=False,
+        trust_env=False,
+    )

@@ -1,4 +1,4 @@
-"""Tables only. API shapes live in `app/api/schemas/`; rules live in `app/domain/`."""
+"""Tables only. API shapes live in `app/schemas/`; rules live in `app/domain/`."""
 
 from __future__ import annotations
 

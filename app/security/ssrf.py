@@ -3,7 +3,8 @@
 Production: `https://host` only — no userinfo, port 443 (or none), no path tricks, and the host (any IPv4 spelling
 `inet_aton` accepts: decimal `2130706433`, hex `0x7f000001`, octal, short forms; any IPv6 form) and every address it
 resolves to must be public. Nothing connects before the check passes; the CW client never follows redirects.
-Dev: the in-process sandbox host, and (with CW_ALLOW_PRIVATE_SITES) http and loopback/private addresses.
+Sites answered by a transport mounted at start-up (`trusted_hosts`) pass as they are: they are never resolved or
+connected to. Dev (CW_ALLOW_PRIVATE_SITES): http and loopback/private addresses too.
 """
 
 from __future__ import annotations

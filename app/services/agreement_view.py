@@ -5,11 +5,11 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Literal
 
-from app.api.schemas.agreement import AgreementLine, AgreementView
-from app.api.schemas.common import money_str
 from app.connectwise.client import ConnectWiseClient
 from app.db.models import Company
 from app.domain.markers import company_key, parse
+from app.schemas.agreement import AgreementLine, AgreementView
+from app.schemas.common import money_str
 
 Role = Literal["base", "proration", "catch_up", "delta", "other"]
 

@@ -12,8 +12,18 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.api.schemas.common import money_str
-from app.api.schemas.sync import (
+from app.connectwise.errors import CWError
+from app.db.models import ChangeStatus, Company, LicenseChange, SyncState, Tenant
+from app.domain.billing import Billing, PeriodOwed, ProrationMode, Schedule
+from app.domain.history import Change, History
+from app.domain.markers import Kind, Marker
+from app.domain.money import format_money
+from app.domain.periods import Period, local_day
+from app.domain.plan import Line, Operation, Plan, frontier, plan, simulate
+from app.domain.texts import period_text, proration_text
+from app.errors import ConflictError
+from app.schemas.common import money_str
+from app.schemas.sync import (
     ChargesResponse,
     CWInvoiceRead,
     HistoryEntry,
@@ -28,16 +38,6 @@ from app.api.schemas.sync import (
     ProrationLine,
     SegmentRead,
 )
-from app.connectwise.errors import CWError
-from app.db.models import ChangeStatus, Company, LicenseChange, SyncState, Tenant
-from app.domain.billing import Billing, PeriodOwed, ProrationMode, Schedule
-from app.domain.history import Change, History
-from app.domain.markers import Kind, Marker
-from app.domain.money import format_money
-from app.domain.periods import Period, local_day
-from app.domain.plan import Line, Operation, Plan, frontier, plan, simulate
-from app.domain.texts import period_text, proration_text
-from app.errors import ConflictError
 from app.services.billing_target import Target, load_target, values_from_json
 from app.services.cw_connections import NotConnectedError, tenant_client
 

@@ -6,12 +6,11 @@ from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.connectwise.client import ConnectWiseClient, CWCredentials
-from app.connectwise.sandbox.credentials import IN_PROCESS_SITE
 from app.context import AppContext
 from app.db.models import CwConnection
 from app.errors import ConflictError
 from app.security.encryption import DecryptionError
-from app.security.ssrf import Resolver, UnsafeSiteError, check_site_url, system_resolver
+from app.security.ssrf import Resolver, check_site_url, system_resolver
 
 PRIVATE_KEY_PURPOSE = "cw_private_key"
 CLIENT_ID_PURPOSE = "cw_client_id"
@@ -22,13 +21,12 @@ class NotConnectedError(ConflictError):
     title = "ConnectWise is not connected"
 
 
-def trusted_sites(ctx: AppContext) -> frozenset[str]:
-    return frozenset({IN_PROCESS_SITE}) if ctx.sandbox is not None else frozenset()
-
-
 async def normalize_site(ctx: AppContext, url: str, *, resolver: Resolver = system_resolver) -> str:
     return await check_site_url(
-        url, allow_private=ctx.settings.cw_allow_private_sites, trusted_hosts=trusted_sites(ctx), resolver=resolver
+        url,
+        allow_private=ctx.settings.cw_allow_private_sites,
+        trusted_hosts=ctx.cw_mounted_sites,
+        resolver=resolver,
     )
 
 
@@ -72,21 +70,14 @@ def _credentials(ctx: AppContext, connection: CwConnection, tenant_id: str) -> C
 def client_for(
     ctx: AppContext, connection: CwConnection, *, attempts: int = 6, retry_timeout: float = 120.0
 ) -> ConnectWiseClient:
-    """A CW client for this tenant: the in-process sandbox's transport for its site, the network otherwise."""
-    if connection.site_url == IN_PROCESS_SITE and ctx.sandbox_http is not None:
-        http = ctx.sandbox_http
-    else:
-        try:
-            # Re-checked at use, not only when saved: settings may have changed since (no DNS here; the
-            # connection test and save resolve the name).
-            if not ctx.settings.cw_allow_private_sites and not connection.site_url.startswith("https://"):
-                raise UnsafeSiteError("the site must use https")
-        except UnsafeSiteError as exc:
-            raise NotConnectedError(f"The saved ConnectWise site is no longer allowed: {exc}") from None
-        http = ctx.cw_http
+    """A CW client for this tenant over `ctx.cw_http` (the guarded network, or a transport mounted for its site)."""
+    # Re-checked at use, not only when saved: settings may have changed since (no DNS here; every connection the
+    # client opens is checked and pinned by the guarded network backend).
+    if not ctx.settings.cw_allow_private_sites and not connection.site_url.startswith("https://"):
+        raise NotConnectedError("The saved ConnectWise site is no longer allowed: the site must use https")
     metrics = ctx.metrics
     return ConnectWiseClient(
-        http,
+        ctx.cw_http,
         credentials_for(ctx, connection),
         budget=ctx.budgets.for_tenant(connection.tenant_id),
         api_version=ctx.settings.cw_api_version,

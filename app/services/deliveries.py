@@ -7,11 +7,11 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.api.schemas.webhooks import DeliveryRead
 from app.context import AppContext
 from app.db.models import RejectedDelivery, WebhookInbox
 from app.errors import NotFoundError
 from app.logging import get_logger
+from app.schemas.webhooks import DeliveryRead
 
 log = get_logger("app.intake")
 REJECTED_BODY_KEPT = 4096

@@ -11,8 +11,6 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.api.schemas.common import money_str
-from app.api.schemas.companies import CompanyMapping, CompanyPricing, CompanyRead, CompanySyncSummary
 from app.connectwise.client import ConnectWiseClient
 from app.connectwise.conditions import F
 from app.connectwise.errors import CWNotFoundError
@@ -36,6 +34,8 @@ from app.domain.periods import BillingCycle, UnsupportedBillingCycleError, local
 from app.domain.plan import LineValues
 from app.domain.pricing import EffectivePrice, resolve_price
 from app.errors import ConflictError, UnprocessableError
+from app.schemas.common import money_str
+from app.schemas.companies import CompanyMapping, CompanyPricing, CompanyRead, CompanySyncSummary
 from app.services.audit import record_audit
 from app.services.billing_target import load_target, values_to_json
 from app.services.sync_schedule import billing_applies, record_status, schedule_if_wanted

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from app.connectwise.sandbox.app import Sandbox
 from app.context import AppContext
 from app.db.models import LicenseChange
 from app.sync.worker import Worker
@@ -25,10 +26,9 @@ def tenth_of_november(ctx: AppContext) -> None:
     ctx.clock.freeze(datetime(2026, 11, 10, 9, 0, tzinfo=UTC))
 
 
-def lines_of(ctx: AppContext, agreement: int = 1) -> dict[str, list[dict[str, object]]]:
-    assert ctx.sandbox is not None
+def lines_of(sandbox: Sandbox, agreement: int = 1) -> dict[str, list[dict[str, object]]]:
     found: dict[str, list[dict[str, object]]] = {}
-    for a in ctx.sandbox.store.additions_of(agreement):
+    for a in sandbox.store.additions_of(agreement):
         kind = {"b": "base", "p": "proration", "a": "catch_up"}.get(str(a.get("serialNumber", "")).split(":")[2][:1])
         found.setdefault(kind or "other", []).append(a)
     return found
@@ -43,11 +43,10 @@ async def setup(client: httpx.AsyncClient, make_tenant: TenantFactory, ctx: AppC
 
 
 async def test_preview_then_the_real_change_agree_to_the_cent(
-    client: httpx.AsyncClient, make_tenant: TenantFactory, ctx: AppContext
+    sandbox: Sandbox, client: httpx.AsyncClient, make_tenant: TenantFactory, ctx: AppContext
 ) -> None:
     headers, secret = await setup(client, make_tenant, ctx)
-    assert ctx.sandbox is not None
-    writes_before = ctx.sandbox.store.writes
+    writes_before = sandbox.store.writes
     ctx.clock.freeze(datetime(2026, 11, 16, 15, 0, tzinfo=UTC))
     preview = await client.post(
         "/api/v1/companies/c-42/license-changes/preview",
@@ -67,7 +66,7 @@ async def test_preview_then_the_real_change_agree_to_the_cent(
     assert {(op["action"], op["line"]) for op in body["operations"]} == {("patch", "proration"), ("patch", "base")}
     async with ctx.sessionmaker() as s:  # nothing changed: no history row, no CW write
         assert await s.scalar(select(func.count()).select_from(LicenseChange)) == 1
-    assert ctx.sandbox.store.writes == writes_before
+    assert sandbox.store.writes == writes_before
 
     tenant_id = (await client.get("/api/v1/companies/c-42", headers=headers)).json()
     assert tenant_id["license_count"] == 1
@@ -78,7 +77,7 @@ async def test_preview_then_the_real_change_agree_to_the_cent(
         license_event("c-42", 9, sequence=2, previous=1, effective_at="2026-11-16T14:03:00Z"),
     )
     await Worker(ctx, full_reconcile_every=None).drain()
-    lines = lines_of(ctx)
+    lines = lines_of(sandbox)
     (proration,) = lines["proration"]
     assert str(proration["unitPrice"]) in ("14.1", "14.10")
     assert str(proration["effectiveDate"]).startswith("2026-12-01")
@@ -170,7 +169,7 @@ async def test_charges_show_the_history_of_a_period_and_flag_a_previous_count_th
 
 
 async def test_periods_show_the_lines_that_bill_them_and_what_cw_invoiced(
-    client: httpx.AsyncClient, make_tenant: TenantFactory, ctx: AppContext
+    sandbox: Sandbox, client: httpx.AsyncClient, make_tenant: TenantFactory, ctx: AppContext
 ) -> None:
     headers, secret = await setup(client, make_tenant, ctx)
     await deliver(
@@ -180,10 +179,9 @@ async def test_periods_show_the_lines_that_bill_them_and_what_cw_invoiced(
         license_event("c-42", 9, sequence=2, effective_at="2026-11-16T14:03:00Z"),
     )
     await Worker(ctx, full_reconcile_every=None).drain()
-    assert ctx.sandbox is not None
     ctx.clock.freeze(datetime(2026, 12, 3, 9, 0, tzinfo=UTC))
     for _ in range(12):  # January 2026 to December: the agreement bills from 1 January
-        ctx.sandbox.invoicing.invoice(1)
+        sandbox.invoicing.invoice(1)
     body = (await client.get("/api/v1/companies/c-42/periods", params={"from": "2026-11-01"}, headers=headers)).json()
     assert body["invoices_read"] is True
     november, december = body["periods"]
@@ -213,7 +211,7 @@ async def test_preview_of_an_unmapped_company_says_so(client: httpx.AsyncClient,
 
 
 async def test_sync_api_review_mode_approve_and_reconciliation(
-    client: httpx.AsyncClient, make_tenant: TenantFactory, ctx: AppContext
+    sandbox: Sandbox, client: httpx.AsyncClient, make_tenant: TenantFactory, ctx: AppContext
 ) -> None:
     tenant = await make_tenant("Acme")
     headers = await configured_tenant(client, tenant)
@@ -221,8 +219,7 @@ async def test_sync_api_review_mode_approve_and_reconciliation(
     await mapped_company(client, tenant, headers, licenses=4)
     sync = Worker(ctx, full_reconcile_every=None)
     await sync.drain()
-    assert ctx.sandbox is not None
-    assert ctx.sandbox.store.additions_of(1) == []
+    assert sandbox.store.additions_of(1) == []
     status = (await client.get("/api/v1/companies/c-42/sync", headers=headers)).json()
     assert status["status"] == "awaiting_approval"
     assert {op["kind"] for op in status["pending_change_set"]["operations"]} == {"create"}
@@ -232,7 +229,7 @@ async def test_sync_api_review_mode_approve_and_reconciliation(
     approved = await client.post("/api/v1/reconciliation/approve", json={}, headers=headers)
     assert approved.json() == {"approved": ["c-42"]}
     await sync.drain()
-    assert [a["quantity"] for a in lines_of(ctx)["base"]] == [4]
+    assert [a["quantity"] for a in lines_of(sandbox)["base"]] == [4]
     recon = (await client.get("/api/v1/reconciliation", headers=headers)).json()
     assert recon["items"][0]["in_step"] is True, recon
     assert (recon["items"][0]["portal_count"], recon["items"][0]["cw_quantity"]) == (4, "4")

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.connectwise.sandbox.app import Sandbox
 from app.context import AppContext
 from app.db.base import Base
 from app.security.encryption import SecretBox, generate_key
@@ -19,7 +20,7 @@ from tests.webhook_helpers import deliver
 
 
 async def test_the_whole_setup_with_and_without_an_override(
-    client: httpx.AsyncClient, make_tenant: TenantFactory, ctx: AppContext
+    sandbox: Sandbox, client: httpx.AsyncClient, make_tenant: TenantFactory, ctx: AppContext
 ) -> None:
     tenant = await make_tenant("Acme MSP")
     headers = await bearer(client, tenant)
@@ -45,8 +46,7 @@ async def test_the_whole_setup_with_and_without_an_override(
         "add_additions",
         "edit_additions",
     ]
-    assert ctx.sandbox is not None
-    assert ctx.sandbox.store.additions.rows == {}  # the permission probes created nothing
+    assert sandbox.store.additions.rows == {}  # the permission probes created nothing
 
     settings = await client.patch(
         "/api/v1/billing/settings", headers=headers, json={"enabled": True, "timezone": "Europe/Berlin"}
@@ -70,7 +70,7 @@ async def test_the_whole_setup_with_and_without_an_override(
     )
     assert created.status_code == 201, created.text
     assert created.json()["identifier"] == "VEND-AV"
-    assert any(r["identifier"] == "VEND-AV" for r in ctx.sandbox.store.catalog.rows.values())
+    assert any(r["identifier"] == "VEND-AV" for r in sandbox.store.catalog.rows.values())
     defaults = await client.patch(
         "/api/v1/billing/product", json={"unit_price": "3.00", "unit_cost": "1.00"}, headers=headers
     )
@@ -138,16 +138,15 @@ async def test_the_whole_setup_with_and_without_an_override(
 
 
 async def test_mapping_adopts_an_existing_addition(
-    client: httpx.AsyncClient, make_tenant: TenantFactory, ctx: AppContext
+    sandbox: Sandbox, client: httpx.AsyncClient, make_tenant: TenantFactory, ctx: AppContext
 ) -> None:
     tenant = await make_tenant("Acme")
     headers = await configured_tenant(client, tenant)
-    assert ctx.sandbox is not None
-    existing = ctx.sandbox.store.create_addition(1, {"product": {"id": 1}, "billCustomer": "Billable", "quantity": 5})
+    existing = sandbox.store.create_addition(1, {"product": {"id": 1}, "billCustomer": "Billable", "quantity": 5})
     company = await mapped_company(client, tenant, headers)
     assert company["mapping"]["base_addition_id"] == existing["id"]
     assert company["mapping"]["adopted"] is True
-    assert len(ctx.sandbox.store.additions_of(1)) == 1
+    assert len(sandbox.store.additions_of(1)) == 1
 
 
 def _problem(response: httpx.Response, status: int, *words: str) -> dict[str, Any]:
@@ -160,7 +159,7 @@ def _problem(response: httpx.Response, status: int, *words: str) -> dict[str, An
 
 
 async def test_mapping_rejections_say_why(
-    client: httpx.AsyncClient, make_tenant: TenantFactory, ctx: AppContext
+    sandbox: Sandbox, client: httpx.AsyncClient, make_tenant: TenantFactory, ctx: AppContext
 ) -> None:
     tenant = await make_tenant("Acme")
     headers = await bearer(client, tenant)
@@ -178,7 +177,7 @@ async def test_mapping_rejections_say_why(
         "map the product first",
     )
     headers = await configured_tenant(client, tenant)
-    store = ctx.sandbox.store if ctx.sandbox else None
+    store = sandbox.store
     assert store is not None
     _problem(
         await client.put(url, json={"cw_company_id": 1, "cw_agreement_id": 2}, headers=headers),
@@ -223,7 +222,7 @@ async def test_mapping_rejections_say_why(
 
 
 async def test_product_rejections_say_why(
-    client: httpx.AsyncClient, make_tenant: TenantFactory, ctx: AppContext
+    sandbox: Sandbox, client: httpx.AsyncClient, make_tenant: TenantFactory, ctx: AppContext
 ) -> None:
     tenant = await make_tenant("Acme")
     headers = await bearer(client, tenant)
@@ -233,8 +232,7 @@ async def test_product_rejections_say_why(
         "connect connectwise first",
     )
     await connect(client, headers)
-    assert ctx.sandbox is not None
-    bundle = next(r for r in ctx.sandbox.store.catalog.rows.values() if r["productClass"] == "Bundle")
+    bundle = next(r for r in sandbox.store.catalog.rows.values() if r["productClass"] == "Bundle")
     _problem(
         await client.put("/api/v1/billing/product", json={"cw_catalog_item_id": bundle["id"]}, headers=headers),
         422,
@@ -245,7 +243,7 @@ async def test_product_rejections_say_why(
         422,
         "no catalog item 4242",
     )
-    ctx.sandbox.store.catalog.get(1)["inactiveFlag"] = True
+    sandbox.store.catalog.get(1)["inactiveFlag"] = True
     _problem(
         await client.put("/api/v1/billing/product", json={"cw_catalog_item_id": 1}, headers=headers), 422, "inactive"
     )
@@ -336,12 +334,11 @@ async def test_wrong_keys_fail_the_connection_test_with_a_reason(
 
 
 async def test_missing_permission_is_named_in_the_connection_test(
-    client: httpx.AsyncClient, make_tenant: TenantFactory, ctx: AppContext
+    sandbox: Sandbox, client: httpx.AsyncClient, make_tenant: TenantFactory, ctx: AppContext
 ) -> None:
     headers = await bearer(client, await make_tenant("Acme"))
     await connect(client, headers)
-    assert ctx.sandbox is not None
-    ctx.sandbox.forbidden |= {("POST", "addition"), ("PATCH", "addition")}
+    sandbox.forbidden |= {("POST", "addition"), ("PATCH", "addition")}
     result = (await client.post("/api/v1/connectwise/connection/test", headers=headers)).json()
     by_name = {c["name"]: c for c in result["checks"]}
     assert result["ok"] is False

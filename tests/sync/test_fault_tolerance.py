@@ -120,9 +120,9 @@ async def assert_invoice_true(ctx: AppContext, sandbox: Sandbox, group: Fleet, p
         assert billed.get(company, Decimal(0)) == expected, company
 
 
-async def test_1000_changes_over_100_companies_converge_with_30_percent_faults(ctx: AppContext) -> None:
-    sandbox = ctx.sandbox
-    assert sandbox is not None
+async def test_1000_changes_over_100_companies_converge_with_30_percent_faults(
+    sandbox: Sandbox, ctx: AppContext
+) -> None:
     group = await fleet(ctx, sandbox, companies=100)
     portal = Portal()
     rng = random.Random(42)
@@ -150,9 +150,9 @@ async def test_1000_changes_over_100_companies_converge_with_30_percent_faults(c
 
 
 @pytest.mark.parametrize("step", ["before_read", "before_cw_write", "after_cw_write", "after_commit"])
-async def test_a_crash_at_any_step_leaves_no_duplicate_and_bills_right(ctx: AppContext, step: str) -> None:
-    sandbox = ctx.sandbox
-    assert sandbox is not None
+async def test_a_crash_at_any_step_leaves_no_duplicate_and_bills_right(
+    sandbox: Sandbox, ctx: AppContext, step: str
+) -> None:
     group = await fleet(ctx, sandbox, companies=3)
     portal = Portal()
     for i in range(3):
@@ -169,9 +169,7 @@ async def test_a_crash_at_any_step_leaves_no_duplicate_and_bills_right(ctx: AppC
     await assert_invoice_true(ctx, sandbox, group, portal)
 
 
-async def test_random_crashes_and_faults_together_still_converge(ctx: AppContext) -> None:
-    sandbox = ctx.sandbox
-    assert sandbox is not None
+async def test_random_crashes_and_faults_together_still_converge(sandbox: Sandbox, ctx: AppContext) -> None:
     group = await fleet(ctx, sandbox, companies=30)
     portal = Portal()
     rng = random.Random(5)
@@ -193,9 +191,7 @@ async def test_random_crashes_and_faults_together_still_converge(ctx: AppContext
     await assert_invoice_true(ctx, sandbox, group, portal)
 
 
-async def test_fifty_changes_in_a_second_cost_at_most_three_writes(ctx: AppContext) -> None:
-    sandbox = ctx.sandbox
-    assert sandbox is not None
+async def test_fifty_changes_in_a_second_cost_at_most_three_writes(sandbox: Sandbox, ctx: AppContext) -> None:
     group = await fleet(ctx, sandbox, companies=1)
     portal = Portal()
     await portal.send(ctx, group, "c-0", 5, sequence=1, effective_at=day(2))
@@ -213,9 +209,7 @@ async def test_fifty_changes_in_a_second_cost_at_most_three_writes(ctx: AppConte
     await assert_invoice_true(ctx, sandbox, group, portal)
 
 
-async def test_a_hand_edit_is_drift_and_is_not_overwritten_under_hold(ctx: AppContext) -> None:
-    sandbox = ctx.sandbox
-    assert sandbox is not None
+async def test_a_hand_edit_is_drift_and_is_not_overwritten_under_hold(sandbox: Sandbox, ctx: AppContext) -> None:
     group = await fleet(ctx, sandbox, companies=1)
     portal = Portal()
     await portal.send(ctx, group, "c-0", 5, sequence=1, effective_at=day(1))
@@ -248,9 +242,9 @@ class DownTransport(httpx.AsyncBaseTransport):
         raise httpx.ConnectError("connection refused", request=request)
 
 
-async def test_cw_down_for_an_hour_drops_nothing_and_other_tenants_keep_syncing(ctx: AppContext) -> None:
-    sandbox = ctx.sandbox
-    assert sandbox is not None
+async def test_cw_down_for_an_hour_drops_nothing_and_other_tenants_keep_syncing(
+    sandbox: Sandbox, ctx: AppContext
+) -> None:
     down, up = (
         await fleet(ctx, sandbox, companies=3, name="Down MSP"),
         await fleet(ctx, sandbox, companies=3, name="Up MSP"),
@@ -285,9 +279,7 @@ async def test_cw_down_for_an_hour_drops_nothing_and_other_tenants_keep_syncing(
     await http_up.aclose()
 
 
-async def test_a_400_parks_the_job_after_one_call_with_cws_message(ctx: AppContext) -> None:
-    sandbox = ctx.sandbox
-    assert sandbox is not None
+async def test_a_400_parks_the_job_after_one_call_with_cws_message(sandbox: Sandbox, ctx: AppContext) -> None:
     group = await fleet(ctx, sandbox, companies=1)
     sandbox.store.catalog.get(1)["inactiveFlag"] = True
     await change(ctx, group.tenant_id, "c-0", 3, sequence=1, effective_at=day(3))
@@ -301,9 +293,7 @@ async def test_a_400_parks_the_job_after_one_call_with_cws_message(ctx: AppConte
     assert "product is inactive" in state.last_error
 
 
-async def test_review_mode_writes_nothing_until_approved(ctx: AppContext) -> None:
-    sandbox = ctx.sandbox
-    assert sandbox is not None
+async def test_review_mode_writes_nothing_until_approved(sandbox: Sandbox, ctx: AppContext) -> None:
     group = await fleet(ctx, sandbox, companies=2, sync_mode="review")
     portal = Portal()
     await portal.send(ctx, group, "c-0", 9, sequence=1, effective_at=day(16))

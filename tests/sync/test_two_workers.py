@@ -8,6 +8,7 @@ from collections import Counter
 import pytest
 from sqlalchemy import select, update
 
+from app.connectwise.sandbox.app import Sandbox
 from app.context import AppContext
 from app.db.base import utcnow
 from app.db.models import SyncState, Tenant
@@ -16,11 +17,11 @@ from app.sync.worker import Worker
 from tests.sync.bulk import fleet
 
 
-async def test_two_workers_handle_each_of_500_jobs_exactly_once(ctx: AppContext, settings: Settings) -> None:
+async def test_two_workers_handle_each_of_500_jobs_exactly_once(
+    sandbox: Sandbox, ctx: AppContext, settings: Settings
+) -> None:
     if ctx.engine.dialect.name != "postgresql":
         pytest.skip("concurrent workers are a PostgreSQL feature; SQLite runs one in-process worker")
-    sandbox = ctx.sandbox
-    assert sandbox is not None
     group = await fleet(ctx, sandbox, companies=500)
     async with ctx.sessionmaker() as s, s.begin():
         # The tenant's master switch off: each job is claimed, reconciled (as paused) and finished without CW calls.

@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from app.api.schemas.common import MoneyStr, Page, PriceIn
+from app.schemas.common import MoneyStr, Page, PriceIn
 
 CompanyId = str
 

@@ -4,7 +4,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-from app.api.schemas.common import MoneyStr, PriceIn
+from app.schemas.common import MoneyStr, PriceIn
 
 
 class CatalogItemRead(BaseModel):

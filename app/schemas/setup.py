@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr
 
-from app.api.schemas.common import Page
+from app.schemas.common import Page
 
 ProrationModeName = Literal["line", "native", "none"]
 DecreasePolicyName = Literal["no_credit", "credit"]

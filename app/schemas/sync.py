@@ -5,7 +5,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from app.api.schemas.common import IsoDateTime, MoneyStr
+from app.schemas.common import IsoDateTime, MoneyStr
 
 
 class PreviewRequest(BaseModel):
