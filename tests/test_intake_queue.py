@@ -1,6 +1,5 @@
 """Group commit of webhook deliveries into the inbox: shared transactions, isolation of a bad delivery, rotation
-between the check in the request and the commit, duplicates inside one batch, both stores giving the same answers,
-and the `mark_due` rule applied in SQL."""
+between the check in the request and the commit, duplicates inside one batch, both stores giving the same answers."""
 
 from __future__ import annotations
 
@@ -15,16 +14,15 @@ import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from app.context import AppContext
 from app.db.base import utcnow
 from app.db.inbox import Entry, Stored, store_on_core, store_on_postgres
-from app.db.models import Company, LicenseChange, SyncState, Tenant, WebhookInbox
+from app.db.models import Company, LicenseChange, Tenant, WebhookInbox
 from app.services import intake_queue
 from app.services.intake_queue import asyncpg_connect_args
-from app.services.sync_schedule import mark_due, mark_due_statement
 from app.services.tenants import NewTenant, rotate_webhook_secret
 from tests.conftest import TenantFactory
 from tests.webhook_helpers import apply_deliveries, license_event, signed_headers
@@ -151,54 +149,6 @@ async def test_the_same_id_twice_in_one_batch_has_one_effect(
     await apply_deliveries(ctx)
     async with ctx.sessionmaker() as s:
         assert len(list(await s.scalars(select(LicenseChange).where(LicenseChange.webhook_id == "same")))) == 1
-
-
-STATUSES = ["in_sync", "pending", "retrying", "failed", "drift", "paused", "awaiting_approval", "needs_attention"]
-
-
-@pytest.mark.parametrize("status", STATUSES)
-@pytest.mark.parametrize("due", ["none", "earlier", "later", "missing"])
-async def test_the_sql_mark_due_matches_the_python_rule(
-    ctx: AppContext, tenant: NewTenant, status: str, due: str
-) -> None:
-    now = utcnow()
-    due_at = {"none": None, "earlier": now - timedelta(hours=1), "later": now + timedelta(hours=1), "missing": None}
-    company_id = await _company(ctx, tenant)
-    if due != "missing":
-        async with ctx.sessionmaker() as s, s.begin():
-            s.add(SyncState(company_id=company_id, tenant_id=tenant.tenant_id, status=status, generation=4, attempts=3))
-            await s.flush()
-            await s.execute(update(SyncState).values(due_at=due_at[due], reason="before"))
-    async with ctx.sessionmaker() as s:
-        expected = await s.get(SyncState, company_id) or SyncState(
-            company_id=company_id, tenant_id=tenant.tenant_id, status="pending", generation=0, attempts=0
-        )
-        mark_due(expected, reason="license_change", due=now, changes=2)
-        want = (expected.status, expected.generation, expected.attempts, expected.reason, expected.due_at)
-    async with ctx.engine.begin() as conn:
-        await conn.execute(
-            mark_due_statement(ctx.engine.dialect.name),
-            [
-                {
-                    "company_id": company_id,
-                    "tenant_id": tenant.tenant_id,
-                    "reason": "license_change",
-                    "due_at": now,
-                    "generation": 2,
-                }
-            ],
-        )
-    async with ctx.sessionmaker() as s:
-        got = await s.get(SyncState, company_id)
-        assert got is not None
-        assert (got.status, got.generation, got.attempts, got.reason, got.due_at) == want
-
-
-async def _company(ctx: AppContext, tenant: NewTenant) -> str:
-    async with ctx.sessionmaker() as s, s.begin():
-        company = Company(tenant_id=tenant.tenant_id, external_id="c-1", name="C", license_count=1)
-        s.add(company)
-    return company.id
 
 
 async def test_both_stores_answer_every_batch_alike(ctx: AppContext, make_tenant: TenantFactory) -> None:

@@ -6,8 +6,8 @@
 * **A reconcile is wanted** for a company the tenant bills (its master switch) and that was ever mapped: one whose
   billing stopped still needs its lines ended and its last period billed.
 * **Marking due** counts one more reason to reconcile and makes the company due by a moment at the latest; any number
-  of reasons before the worker gets to it coalesce into one reconcile. `mark_due_statement` is the same rule for many
-  companies in one statement (the applier).
+  of reasons before the worker gets to it coalesce into one reconcile. One statement (`mark_due_statement`) holds the
+  rule, for one company or many, creating a missing sync state on the way.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.base import table_of
 from app.db.models import BillingStatusChange, Company, SyncState, SyncStatus, Tenant
-from app.db.upsert import is_postgres, upsert_insert
+from app.db.upsert import upsert_insert
 
 _SYNC_STATE = table_of(SyncState)
 # States a new reason to reconcile turns back into `pending` (with its attempts counted from zero).
@@ -69,31 +69,17 @@ def record_status(session: AsyncSession, company: Company, *, at: datetime, reas
     return True
 
 
-def new_sync_state(*, company_id: str, tenant_id: str) -> SyncState:
-    return SyncState(company_id=company_id, tenant_id=tenant_id, status=SyncStatus.in_sync, generation=0, attempts=0)
-
-
-def mark_due(state: SyncState, *, reason: str, due: datetime, changes: int = 1) -> None:
-    """Count `changes` more reasons to reconcile and make the company due by `due` at the latest."""
-    state.generation += changes
-    state.reason = reason
-    if state.due_at is None or state.due_at > due:
-        state.due_at = due
-    if state.status in _SETTLED:
-        state.status = SyncStatus.pending
-        state.attempts = 0
-
-
 async def schedule_sync(
     session: AsyncSession, *, tenant_id: str, company_id: str, reason: str, at: datetime
 ) -> SyncState:
-    """Mark the company due (creating its sync state if it has none)."""
-    state = await session.get(SyncState, company_id, with_for_update=is_postgres(session))
-    if state is None:
-        state = new_sync_state(company_id=company_id, tenant_id=tenant_id)
-        session.add(state)
-    mark_due(state, reason=reason, due=at)
-    return state
+    """Mark the company due (creating its sync state if it has none); its sync state as it now is."""
+    await session.flush()  # the statement below must see (and not be overwritten by) pending ORM changes
+    await mark_many_due(session, [Due(company_id=company_id, tenant_id=tenant_id, due_at=at)], reason=reason)
+    return (
+        await session.scalars(
+            select(SyncState).where(SyncState.company_id == company_id).execution_options(populate_existing=True)
+        )
+    ).one()
 
 
 async def schedule_if_wanted(
@@ -116,14 +102,7 @@ async def schedule_tenant(
     if only_default_priced:
         statement = statement.where((Company.unit_price_override.is_(None)) | (Company.unit_cost_override.is_(None)))
     ids = list(await session.scalars(statement))
-    if ids:
-        await session.execute(
-            mark_due_statement(session.bind.dialect.name if session.bind else "sqlite"),
-            [
-                {"company_id": i, "tenant_id": tenant_id, "reason": reason, "due_at": at, "generation": 1}
-                for i in sorted(ids)
-            ],
-        )
+    await mark_many_due(session, [Due(company_id=i, tenant_id=tenant_id, due_at=at) for i in ids], reason=reason)
     return len(ids)
 
 
@@ -137,8 +116,10 @@ class Due:
 
 @functools.cache
 def mark_due_statement(dialect: str) -> Insert:
-    """`mark_due` for many companies in one executemany, creating a missing sync state on the way. Parameters per
-    company: `company_id`, `tenant_id`, `reason`, `due_at` and `generation` (the number of new reasons)."""
+    """Count `generation` more reasons to reconcile and make the company due by `due_at` at the latest; a settled
+    company (in sync, failed, needs attention, paused) turns `pending` with its attempts from zero. An executemany
+    over companies; a missing sync state is created. Parameters per company: `company_id`, `tenant_id`, `reason`,
+    `due_at`, `generation`."""
     statement = upsert_insert(dialect)(_SYNC_STATE).values(status=SyncStatus.pending.value, attempts=0)
     current, new = _SYNC_STATE.c, statement.excluded
     settled = current.status == _SETTLED[0].value  # no IN: executemany can't expand it
