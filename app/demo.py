@@ -24,6 +24,7 @@ import httpx
 from app.connectwise.sandbox.app import Sandbox
 from app.connectwise.sandbox.credentials import IN_PROCESS_SITE
 from app.db.migrate import upgrade_to_head
+from app.domain.markers import is_ours
 from app.main import create_app
 from app.security.webhooks import sign
 from app.services.tenants import create_tenant
@@ -324,7 +325,7 @@ def _total(lines: list[dict[str, Any]]) -> Decimal:
 
 
 def _ours(line: dict[str, Any]) -> bool:
-    return str(line.get("serialNumber") or "").startswith("cwbs:")
+    return is_ours(line.get("serialNumber"))
 
 
 def _print_lines(say: Any, invoices: dict[str, list[dict[str, Any]]]) -> None:

@@ -7,11 +7,10 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import select
 
 from app.api.deps import ContextDep, PrincipalDep, SessionDep
 from app.api.problems import error_responses
-from app.db.models import ApiClient
+from app.db.repositories.clients import api_client
 from app.errors import (
     InvalidClientError,
     NotAuthenticatedError,
@@ -71,7 +70,7 @@ async def _read_token_request(request: Request) -> TokenRequest:
 )
 async def issue_token(request: Request, ctx: ContextDep, session: SessionDep) -> TokenRead:
     body = await _read_token_request(request)
-    client = await session.scalar(select(ApiClient).where(ApiClient.client_id == body.client_id))
+    client = await api_client(session, body.client_id)
     if (
         client is None
         or client.revoked_at is not None

@@ -6,17 +6,12 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Response
 from fastapi.responses import PlainTextResponse
-from sqlalchemy import func, or_, select
 
 from app.api.deps import CompanyPath, ContextDep, PrincipalDep, SessionDep
 from app.api.problems import CW_ERROR_RESPONSES, error_responses
-from app.connectwise.conditions import F
-from app.db.models import BillingProduct, Company, PriceSetting, SyncState, TrackedAddition
-from app.domain.markers import Kind
-from app.domain.matching import Candidate, rank
+from app.db.repositories.companies import CompanyFilter
 from app.errors import NotAuthenticatedError, NotFoundError
 from app.schemas.agreement import AgreementView
-from app.schemas.common import present
 from app.schemas.companies import (
     BillingUpdate,
     CompanyPageRead,
@@ -28,19 +23,18 @@ from app.schemas.companies import (
     SuggestionRead,
 )
 from app.services.agreement_view import agreement_view
-from app.services.audit import record_audit
 from app.services.billing_views import NotReadyError
-from app.services.companies import get_company, lock_or_create_company
+from app.services.companies import companies_page, get_company, save_company
 from app.services.cw_connections import NotConnectedError, tenant_client
 from app.services.mapping import (
     MappingConflictError,
     MappingRejectedError,
     company_view,
+    edit_billing,
     map_company,
-    settle_billing,
+    suggest_matches,
     unmap_company,
 )
-from app.services.sync_schedule import schedule_if_wanted
 from app.services.tenants import get_tenant
 
 router = APIRouter(prefix="/api/v1", tags=["companies"])
@@ -62,47 +56,10 @@ async def list_companies(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> CompanyPageRead:
-    statement = select(Company).where(Company.tenant_id == principal.tenant_id)
-    if not include_deleted:
-        statement = statement.where(Company.deleted_at.is_(None))
-    if mapped is not None:
-        statement = statement.where(
-            Company.cw_agreement_id.is_not(None) if mapped else Company.cw_agreement_id.is_(None)
-        )
-    if billing_enabled is not None:
-        statement = statement.where(Company.billing_enabled.is_(billing_enabled))
-    if search:
-        text = search.lower()  # literal text: `%` and `_` are escaped, never wildcards
-        statement = statement.where(
-            or_(
-                func.lower(Company.name).contains(text, autoescape=True),
-                func.lower(Company.external_id).contains(text, autoescape=True),
-                func.lower(func.coalesce(Company.identifier, "")).contains(text, autoescape=True),
-            )
-        )
-    total = await session.scalar(select(func.count()).select_from(statement.subquery())) or 0
-    companies = list(
-        await session.scalars(statement.order_by(Company.name, Company.external_id).limit(limit).offset(offset))
+    where = CompanyFilter(
+        mapped=mapped, billing_enabled=billing_enabled, search=search, include_deleted=include_deleted
     )
-    ids = [c.id for c in companies]
-    product = await session.get(BillingProduct, principal.tenant_id)
-    states = {s.company_id: s for s in await session.scalars(select(SyncState).where(SyncState.company_id.in_(ids)))}
-    bases: dict[str, TrackedAddition] = {}
-    for base in await session.scalars(
-        select(TrackedAddition)
-        .where(
-            TrackedAddition.company_id.in_(ids),
-            TrackedAddition.kind == Kind.base.value,
-            TrackedAddition.retired_at.is_(None),
-        )
-        .order_by(TrackedAddition.marker)
-    ):
-        bases[base.company_id] = base  # the newest base line of each company wins
-    items = [
-        await company_view(session, c, product=product, state=states.get(c.id), base=bases.get(c.id), loaded=True)
-        for c in companies
-    ]
-    return CompanyPageRead(total=total, limit=limit, offset=offset, items=items)
+    return await companies_page(session, principal.tenant_id, where, limit=limit, offset=offset)
 
 
 @router.get(
@@ -124,25 +81,9 @@ async def read_company(company_id: CompanyPath, principal: PrincipalDep, session
     responses=error_responses(NotAuthenticatedError),
 )
 async def put_company(
-    company_id: CompanyPath, body: CompanyUpsert, principal: PrincipalDep, session: SessionDep
+    company_id: CompanyPath, body: CompanyUpsert, principal: PrincipalDep, session: SessionDep, ctx: ContextDep
 ) -> CompanyRead:
-    company = await lock_or_create_company(
-        session, tenant_id=principal.tenant_id, external_id=company_id, name=body.name
-    )
-    before = {"name": company.name, "identifier": company.identifier}
-    company.name, company.identifier = body.name, body.identifier
-    if before != {"name": body.name, "identifier": body.identifier}:
-        await record_audit(
-            session,
-            tenant_id=principal.tenant_id,
-            actor=principal.actor,
-            action="company.saved",
-            object_type="company",
-            object_id=company_id,
-            before=before,
-            after={"name": body.name, "identifier": body.identifier},
-        )
-    await session.flush()
+    company = await save_company(session, principal, company_id, body, now=ctx.now())
     return await company_view(session, company)
 
 
@@ -208,27 +149,7 @@ async def suggestions(
 ) -> list[SuggestionRead]:
     company = await get_company(session, tenant_id=principal.tenant_id, external_id=company_id)
     client = await tenant_client(ctx, session, principal.tenant_id)
-    condition = F("name").contains_text(company.name.split()[0] if company.name.split() else company.name)
-    if company.identifier:
-        condition = condition | (F("identifier") == company.identifier)
-    condition = (F("deletedFlag") == False) & condition  # noqa: E712 (a CW condition)
-    found = await client.find_companies(condition, limit=200)
-    ranked = rank(
-        name=company.name,
-        identifier=company.identifier,
-        candidates=[Candidate(c.id, c.identifier, c.name) for c in found],
-    )
-    return [
-        SuggestionRead(
-            cw_company_id=s.candidate.cw_company_id,
-            identifier=s.candidate.identifier,
-            name=s.candidate.name,
-            reason=s.reason.value,
-            score=s.score,
-            auto_applicable=s.exact,
-        )
-        for s in ranked
-    ]
+    return await suggest_matches(client, company)
 
 
 @router.put(
@@ -288,50 +209,8 @@ async def patch_billing(
     company_id: CompanyPath, body: BillingUpdate, principal: PrincipalDep, session: SessionDep, ctx: ContextDep
 ) -> CompanyRead:
     company = await get_company(session, tenant_id=principal.tenant_id, external_id=company_id)
-    before = {
-        "enabled": company.billing_enabled,
-        "unit_price": company.unit_price_override,
-        "unit_cost": company.unit_cost_override,
-    }
-    if body.enabled is not None:
-        company.billing_enabled = body.enabled
-    if present(body, "unit_price"):
-        company.unit_price_override = body.unit_price
-    if present(body, "unit_cost"):
-        company.unit_cost_override = body.unit_cost
-    after = {
-        "enabled": company.billing_enabled,
-        "unit_price": company.unit_price_override,
-        "unit_cost": company.unit_cost_override,
-    }
-    if after != before:
-        now = ctx.now()
-        changed = [k for k in after if after[k] != before[k]]
-        await record_audit(
-            session,
-            tenant_id=principal.tenant_id,
-            actor=principal.actor,
-            action="company.billing_changed",
-            object_type="company",
-            object_id=company_id,
-            before={k: before[k] for k in changed},
-            after={k: after[k] for k in changed},
-        )
-        tenant = await get_tenant(session, principal.tenant_id)
-        if {"unit_price", "unit_cost"} & set(changed):  # applies from the next period (DESIGN §5)
-            session.add(
-                PriceSetting(
-                    tenant_id=tenant.id,
-                    company_id=company.id,
-                    set_at=now,
-                    unit_price=company.unit_price_override,
-                    unit_cost=company.unit_cost_override,
-                    source="company",
-                )
-            )
-        await settle_billing(session, tenant=tenant, company=company, now=now, reason="billing_changed")
-        reason = "price_change" if {"unit_price", "unit_cost"} & set(changed) else "billing_enabled"
-        await schedule_if_wanted(session, tenant=tenant, company=company, reason=reason, at=now)
+    tenant = await get_tenant(session, principal.tenant_id)
+    await edit_billing(session, tenant=tenant, company=company, body=body, actor=principal.actor, now=ctx.now())
     await session.flush()
     return await company_view(session, company)
 

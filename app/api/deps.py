@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Annotated
 
 import structlog
 from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.context import AppContext
-from app.db.models import ApiClient
+from app.db.repositories.clients import api_client
 from app.domain.events import COMPANY_ID_PATTERN
 from app.errors import NotAuthenticatedError
+from app.security.principal import Principal
 from app.security.tokens import InvalidTokenError
 
 
@@ -50,16 +49,6 @@ CompanyPath = Annotated[
 _bearer = HTTPBearer(auto_error=False, description="Access token from POST /api/v1/auth/token")
 
 
-@dataclass(frozen=True, slots=True)
-class Principal:
-    tenant_id: str
-    client_id: str
-
-    @property
-    def actor(self) -> str:
-        return f"client:{self.client_id}"
-
-
 async def get_principal(
     ctx: ContextDep,
     session: SessionDep,
@@ -72,9 +61,7 @@ async def get_principal(
     except InvalidTokenError as exc:
         raise NotAuthenticatedError(str(exc)) from None
     # The client must still exist, belong to the token's tenant and not be revoked: revocation is immediate.
-    client = await session.scalar(
-        select(ApiClient).where(ApiClient.client_id == claims.subject, ApiClient.tenant_id == claims.tenant_id)
-    )
+    client = await api_client(session, claims.subject, tenant_id=claims.tenant_id)
     if client is None or client.revoked_at is not None:
         raise NotAuthenticatedError("The client behind this token is no longer active")
     structlog.contextvars.bind_contextvars(tenant_id=claims.tenant_id)

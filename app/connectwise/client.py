@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -54,6 +54,11 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 
 # `F(...) == False` builds a CW condition string, not a Python comparison.
 ACTIVE = F("inactiveFlag") == False  # noqa: E712
+_PROBE_PATHS = {
+    "companies": "/company/companies",
+    "agreements": "/finance/agreements",
+    "catalog": "/procurement/catalog",
+}
 NOT_DELETED = F("deletedFlag") == False  # noqa: E712
 
 DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=60.0, write=30.0, pool=30.0)
@@ -500,7 +505,21 @@ class ConnectWiseClient:
     async def find_catalog_items(self, condition: Condition) -> list[schemas.CatalogItem]:
         return self._parse(schemas.CatalogItem, await self.list_pages("/procurement/catalog", conditions=condition))
 
-    async def create_catalog_item(self, body: dict[str, Any]) -> schemas.CatalogItem:
+    async def create_catalog_item(self, item: schemas.CatalogItemCreate) -> schemas.CatalogItem:
+        """A non-inventory catalog item (the product the licenses are billed as)."""
+        body: dict[str, Any] = {
+            "identifier": item.identifier,
+            "description": item.description,
+            "customerDescription": item.customer_description,
+            "subcategory": {"id": item.subcategory_id},
+            "type": {"id": item.type_id},
+            "productClass": "NonInventory",
+            "price": schemas.wire_value(item.unit_price),
+            "cost": schemas.wire_value(item.unit_cost),
+            "taxableFlag": item.taxable,
+        }
+        if item.unit_of_measure_id is not None:
+            body["unitOfMeasure"] = {"id": item.unit_of_measure_id}
         return schemas.CatalogItem.model_validate(await self.post("/procurement/catalog", body))
 
     async def list_categories(self) -> list[schemas.NamedItem]:
@@ -570,6 +589,29 @@ class ConnectWiseClient:
             await self.delete(f"/finance/agreements/{agreement_id}/additions/{addition_id}")
         except CWNotFoundError:
             return
+
+    # Permission probes (the connection test): each asks for something CW refuses one way without the permission
+    # (403) and another way with it, and changes nothing.
+    async def first_id(self, resource: Literal["companies", "agreements", "catalog"]) -> int | None:
+        """Read one row (can the API member read this?); its id, or None when there is none."""
+        rows = await self.list_pages(_PROBE_PATHS[resource], page_size=1, limit=1)
+        return int(rows[0]["id"]) if rows else None
+
+    async def probe_addition_create(self, agreement_id: int) -> None:
+        """An addition of a product that cannot exist: 403 without the permission (raised), 400 with it."""
+        try:
+            await self.create_addition(agreement_id, {"product": {"id": 0}, "billCustomer": "Billable"})
+        except CWValidationError:
+            return
+        raise CWError("ConnectWise accepted a probe addition it should have refused; check its validation")
+
+    async def probe_addition_edit(self, agreement_id: int) -> None:
+        """A PATCH of addition 0: 403 without the permission (raised), 404 with it."""
+        try:
+            await self.patch_addition(agreement_id, 0, [replace("quantity", 0)])
+        except (CWNotFoundError, CWValidationError):
+            return
+        raise CWError("ConnectWise reports an addition with id 0; cannot tell whether edits are allowed")
 
     async def cancel_addition(self, agreement_id: int, addition_id: int, *, on: datetime) -> schemas.Addition:
         """End billing for an addition: CW keeps the line with a cancelled date (history), never a delete."""

@@ -172,6 +172,21 @@ class CatalogItem(CWModel):
     _money = field_validator("price", "cost", mode="before")(_to_decimal)
 
 
+@dataclass(frozen=True, slots=True)
+class CatalogItemCreate:
+    """What the service asks CW to create as the billed product (`ConnectWiseClient.create_catalog_item`)."""
+
+    identifier: str
+    description: str
+    customer_description: str | None
+    subcategory_id: int
+    type_id: int
+    unit_price: Decimal
+    unit_cost: Decimal
+    taxable: bool
+    unit_of_measure_id: int | None = None
+
+
 class Addition(CWModel):
     id: int
     product: Ref

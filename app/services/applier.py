@@ -28,21 +28,21 @@ from pydantic import ValidationError
 from sqlalchemy import and_, bindparam, insert, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.base import new_id, table_of
+from app.db.base import table_of
 from app.db.models import (
     AuditEvent,
     ChangeStatus,
     Company,
     DeliveryStatus,
     LicenseChange,
-    SyncState,
     Tenant,
     WebhookInbox,
 )
-from app.db.upsert import dialect_name, is_postgres, upsert_insert
+from app.db.upsert import is_postgres
 from app.domain.events import CompanyDeleted, CompanyUpserted, Event, LicenseCountChanged, PortalEvent, identifier_given
 from app.domain.periods import local_day
 from app.logging import get_logger
+from app.services.companies import lock_or_create_company
 from app.services.sync_schedule import Due, billing_applies, mark_many_due, reconcile_wanted, record_status
 
 log = get_logger("app.applier")
@@ -195,37 +195,6 @@ async def _known_sequences(session: AsyncSession, pairs: list[tuple[str, int]]) 
     return found
 
 
-async def _create(session: AsyncSession, tenant: Tenant, external_id: str, name: str, now: datetime) -> Company:
-    """A company the portal names for the first time (a concurrent applier may have just made it: then that one)."""
-    values = {
-        "id": new_id(),
-        "tenant_id": tenant.id,
-        "external_id": external_id,
-        "name": name or external_id,
-        "license_count": 0,
-        "billing_enabled": False,
-        "billing_active": False,
-        "created_at": now,
-        "updated_at": now,
-    }
-    dialect = dialect_name(session)
-    await session.execute(
-        upsert_insert(dialect)(table_of(Company))
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=["tenant_id", "external_id"])
-    )
-    statement = select(Company).where(Company.tenant_id == tenant.id, Company.external_id == external_id)
-    if is_postgres(session):
-        statement = statement.with_for_update()
-    company = (await session.scalars(statement.execution_options(populate_existing=True))).one()
-    await session.execute(
-        upsert_insert(dialect)(table_of(SyncState))
-        .values(company_id=company.id, tenant_id=tenant.id, status="in_sync", generation=0, attempts=0)
-        .on_conflict_do_nothing(index_elements=["company_id"])
-    )
-    return company
-
-
 async def _one(
     session: AsyncSession,
     tenant: Tenant,
@@ -248,7 +217,9 @@ async def _one(
     created = company is None
     if company is None:
         name = event.data.name if isinstance(event, CompanyUpserted) else event.data.company_name or ""
-        company = companies[key] = await _create(session, tenant, event.data.company_id, name, batch.now)
+        company = companies[key] = await lock_or_create_company(
+            session, tenant_id=tenant.id, external_id=event.data.company_id, name=name, now=batch.now
+        )
     if isinstance(event, CompanyUpserted):
         company.name = event.data.name
         if identifier_given(row.payload):

@@ -9,6 +9,9 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import AuditEvent
+from app.db.repositories.audit import AuditFilter, audit_page
+
+__all__ = ["AuditFilter", "audit_page", "jsonable", "record_audit"]
 
 
 async def record_audit(

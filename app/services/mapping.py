@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import delete, select
@@ -27,15 +28,24 @@ from app.db.models import (
     Tenant,
     TrackedAddition,
 )
+from app.db.repositories.additions import current_base
 from app.domain.billing import Schedule, Term
 from app.domain.history import OPENING_SEQUENCE
 from app.domain.markers import Kind, Marker, company_key, is_ours
+from app.domain.matching import Candidate, rank
 from app.domain.periods import BillingCycle, UnsupportedBillingCycleError, local_day, parse_cycle, period_containing
 from app.domain.plan import LineValues
 from app.domain.pricing import EffectivePrice, resolve_price
 from app.errors import ConflictError, UnprocessableError
-from app.schemas.common import money_str
-from app.schemas.companies import CompanyMapping, CompanyPricing, CompanyRead, CompanySyncSummary
+from app.schemas.common import money_str, present
+from app.schemas.companies import (
+    BillingUpdate,
+    CompanyMapping,
+    CompanyPricing,
+    CompanyRead,
+    CompanySyncSummary,
+    SuggestionRead,
+)
 from app.services.audit import record_audit
 from app.services.billing_target import load_target, values_to_json
 from app.services.sync_schedule import billing_applies, record_status, schedule_if_wanted
@@ -120,6 +130,31 @@ async def check_agreement(
         prorate=bool(agreement.prorate_flag),
         next_invoice=agreement.next_invoice_date.date() if agreement.next_invoice_date else None,
     )
+
+
+async def suggest_matches(client: ConnectWiseClient, company: Company) -> list[SuggestionRead]:
+    """CW companies that may be this portal company, best first, each with its reason; never applied by themselves."""
+    condition = F("name").contains_text(company.name.split()[0] if company.name.split() else company.name)
+    if company.identifier:
+        condition = condition | (F("identifier") == company.identifier)
+    condition = (F("deletedFlag") == False) & condition  # noqa: E712 (a CW condition)
+    found = await client.find_companies(condition, limit=200)
+    ranked = rank(
+        name=company.name,
+        identifier=company.identifier,
+        candidates=[Candidate(c.id, c.identifier, c.name) for c in found],
+    )
+    return [
+        SuggestionRead(
+            cw_company_id=s.candidate.cw_company_id,
+            identifier=s.candidate.identifier,
+            name=s.candidate.name,
+            reason=s.reason.value,
+            score=s.score,
+            auto_applicable=s.exact,
+        )
+        for s in ranked
+    ]
 
 
 async def map_company(
@@ -224,19 +259,18 @@ async def map_company(
     adopted_id = None
     if adopt is not None:
         adopted_id = await _adopt(session, tenant=tenant, company=company, agreement_id=cw_agreement_id, line=adopt)
-    await settle_billing(session, tenant=tenant, company=company, now=now, reason="mapped")
-    after = _mapping_dict(company) | {"from_day": from_day, "adopted_addition_id": adopted_id}
-    await record_audit(
+    await company_changed(
         session,
-        tenant_id=tenant.id,
+        tenant=tenant,
+        company=company,
         actor=actor,
         action="company.mapped",
-        object_type="company",
-        object_id=company.external_id,
         before=before,
-        after=after,
+        after=_mapping_dict(company) | {"from_day": from_day, "adopted_addition_id": adopted_id},
+        reason="mapping_changed",
+        status_reason="mapped",
+        now=now,
     )
-    await schedule_if_wanted(session, tenant=tenant, company=company, reason="mapping_changed", at=now)
 
 
 async def unmap_company(session: AsyncSession, *, tenant: Tenant, company: Company, actor: str, now: datetime) -> date:
@@ -278,18 +312,18 @@ async def unmap_company(session: AsyncSession, *, tenant: Tenant, company: Compa
     company.cw_agreement_id = company.cw_company_id = None
     company.agreement_status = company.next_invoice_date = None
     await session.flush()
-    await settle_billing(session, tenant=tenant, company=company, now=now, reason="unmapped")
-    await record_audit(
+    await company_changed(
         session,
-        tenant_id=tenant.id,
+        tenant=tenant,
+        company=company,
         actor=actor,
         action="company.unmapped",
-        object_type="company",
-        object_id=company.external_id,
         before=before,
         after={"billed_through": ends - timedelta(days=1)},
+        reason="mapping_changed",
+        status_reason="unmapped",
+        now=now,
     )
-    await schedule_if_wanted(session, tenant=tenant, company=company, reason="mapping_changed", at=now)
     return ends
 
 
@@ -336,6 +370,85 @@ async def _adopt(session: AsyncSession, *, tenant: Tenant, company: Company, agr
         )
     )
     return line.id
+
+
+async def company_changed(
+    session: AsyncSession,
+    *,
+    tenant: Tenant,
+    company: Company,
+    actor: str,
+    action: str,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+    reason: str,
+    status_reason: str,
+    now: datetime,
+) -> None:
+    """The one way a change to what a company is billed is recorded: whether billing applies is settled (its status
+    timeline), the change is audited, and a reconcile is scheduled when one is wanted (`reconcile_wanted`)."""
+    await settle_billing(session, tenant=tenant, company=company, now=now, reason=status_reason)
+    await record_audit(
+        session,
+        tenant_id=tenant.id,
+        actor=actor,
+        action=action,
+        object_type="company",
+        object_id=company.external_id,
+        before=before,
+        after=after,
+    )
+    await schedule_if_wanted(session, tenant=tenant, company=company, reason=reason, at=now)
+
+
+async def edit_billing(
+    session: AsyncSession, *, tenant: Tenant, company: Company, body: BillingUpdate, actor: str, now: datetime
+) -> None:
+    """ "Edit Billing": enable or disable, override price/cost (null = the product default). A price or cost applies
+    from the company's next period (DESIGN §5)."""
+
+    def billing() -> dict[str, Any]:
+        return {
+            "enabled": company.billing_enabled,
+            "unit_price": company.unit_price_override,
+            "unit_cost": company.unit_cost_override,
+        }
+
+    before = billing()
+    if body.enabled is not None:
+        company.billing_enabled = body.enabled
+    if present(body, "unit_price"):
+        company.unit_price_override = body.unit_price
+    if present(body, "unit_cost"):
+        company.unit_cost_override = body.unit_cost
+    after = billing()
+    changed = [k for k in after if after[k] != before[k]]
+    if not changed:
+        return
+    priced = bool({"unit_price", "unit_cost"} & set(changed))
+    if priced:
+        session.add(
+            PriceSetting(
+                tenant_id=tenant.id,
+                company_id=company.id,
+                set_at=now,
+                unit_price=company.unit_price_override,
+                unit_cost=company.unit_cost_override,
+                source="company",
+            )
+        )
+    await company_changed(
+        session,
+        tenant=tenant,
+        company=company,
+        actor=actor,
+        action="company.billing_changed",
+        before={k: before[k] for k in changed},
+        after={k: after[k] for k in changed},
+        reason="price_change" if priced else "billing_enabled",
+        status_reason="billing_changed",
+        now=now,
+    )
 
 
 async def settle_billing(
@@ -389,21 +502,6 @@ async def _adopted_billing_now(
     return None
 
 
-async def current_base(session: AsyncSession, company: Company) -> TrackedAddition | None:
-    """The base line billing now or next (the newest one on the current agreement)."""
-    return await session.scalar(
-        select(TrackedAddition)
-        .where(
-            TrackedAddition.company_id == company.id,
-            TrackedAddition.kind == Kind.base.value,
-            TrackedAddition.retired_at.is_(None),
-            TrackedAddition.cw_agreement_id == company.cw_agreement_id,
-        )
-        .order_by(TrackedAddition.marker.desc())
-        .limit(1)
-    )
-
-
 def _mapping_dict(company: Company) -> dict[str, object]:
     return {
         "cw_company_id": company.cw_company_id,
@@ -426,7 +524,7 @@ async def company_view(
     if not loaded:
         product = await session.get(BillingProduct, company.tenant_id)
         state = await session.get(SyncState, company.id)
-        base = await current_base(session, company)
+        base = await current_base(session, company.id, company.cw_agreement_id)
     price = effective_price(company, product)
     mapping = None
     if company.cw_agreement_id is not None and company.cw_company_id is not None:

@@ -18,6 +18,7 @@ from app.connectwise.errors import CWAuthError, CWNotFoundError, CWThrottledErro
 from app.connectwise.sandbox.app import Sandbox
 from app.connectwise.sandbox.credentials import IN_PROCESS_SITE, SANDBOX_CREDENTIALS
 from app.connectwise.sandbox.store import SandboxError
+from app.connectwise.schemas import CatalogItemCreate
 from tests.conftest import shared_spec
 
 
@@ -42,15 +43,18 @@ async def test_addition_defaults_and_computed_fields(cw: ConnectWiseClient) -> N
 
 async def test_catalog_identifiers_are_unique(cw: ConnectWiseClient) -> None:
     item = (await cw.search_catalog("VEND-EDR"))[0]
-    body = {
-        "identifier": "vend-edr",
-        "description": "dup",
-        "customerDescription": "dup",
-        "subcategory": {"id": item.subcategory.id if item.subcategory else 0},
-        "type": {"id": item.type.id if item.type else 0},
-    }
+    duplicate = CatalogItemCreate(
+        identifier="vend-edr",
+        description="dup",
+        customer_description="dup",
+        subcategory_id=(item.subcategory.id if item.subcategory else None) or 0,
+        type_id=(item.type.id if item.type else None) or 0,
+        unit_price=Decimal(1),
+        unit_cost=Decimal(0),
+        taxable=False,
+    )
     with pytest.raises(CWValidationError) as caught:
-        await cw.create_catalog_item(body)
+        await cw.create_catalog_item(duplicate)
     assert caught.value.errors[0].code == "ObjectExists"
 
 

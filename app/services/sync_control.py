@@ -1,0 +1,204 @@
+"""What integrators see of the sync and steer it with: a company's sync state, "reconcile now", review mode's change
+sets (approve, dismiss, approve in bulk) and the reconciliation of every mapped company against what CW holds."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db.models import Company, SyncState, SyncStatus
+from app.db.repositories.additions import live_additions, newest_base_of
+from app.db.repositories.companies import (
+    CompanyFilter,
+    awaiting_approval,
+    company_page,
+    discrepancy_total,
+    sync_states,
+)
+from app.domain.markers import is_ours
+from app.errors import ConflictError
+from app.schemas.common import money_str
+from app.schemas.sync import ReconciliationRead, ReconciliationRow, SyncRequest
+from app.schemas.sync import SyncStatus as SyncStatusRead
+from app.security.principal import Principal
+from app.services.audit import record_audit
+from app.services.billing_setup import get_product
+from app.services.billing_views import NotReadyError
+from app.services.mapping import effective_price
+from app.services.sync_schedule import schedule_sync
+
+
+class NothingToApproveError(ConflictError):
+    code = "nothing_to_approve"
+    title = "There is no pending change set"
+
+
+def status_view(company: Company, state: SyncState | None) -> SyncStatusRead:
+    return SyncStatusRead(
+        company_id=company.external_id,
+        status=state.status if state else SyncStatus.in_sync,
+        reason=state.reason if state else None,
+        due=bool(state and state.due_at is not None),
+        attempts=state.attempts if state else 0,
+        last_error=state.last_error if state else None,
+        last_attempt_at=state.last_attempt_at if state else None,
+        last_success_at=state.last_success_at if state else None,
+        drift=state.drift if state else None,
+        pending_change_set=state.pending_plan if state else None,
+        cw_additions=state.cw_snapshot if state else None,
+    )
+
+
+async def sync_status(session: AsyncSession, company: Company) -> SyncStatusRead:
+    return status_view(company, await session.get(SyncState, company.id))
+
+
+async def _approve(
+    session: AsyncSession, principal: Principal, company: Company, state: SyncState, *, now: datetime
+) -> None:
+    if not state.pending_plan:
+        raise NothingToApproveError(f"Company {company.external_id} has no change set waiting for approval")
+    state.approved_generation = state.generation
+    state.due_at = now
+    state.status = SyncStatus.pending
+    await record_audit(
+        session,
+        tenant_id=principal.tenant_id,
+        actor=principal.actor,
+        action="change_set.approved",
+        object_type="company",
+        object_id=company.external_id,
+        after=state.pending_plan,
+    )
+
+
+async def request_sync(
+    session: AsyncSession, principal: Principal, company: Company, body: SyncRequest, *, now: datetime
+) -> SyncStatusRead:
+    """Reconcile now (optionally overwriting held drift), or approve / dismiss the pending change set."""
+    if company.mapped_at is None:
+        raise NotReadyError(f"Company {company.external_id} is not mapped to an agreement yet")
+    state = await session.get(SyncState, company.id)
+    if body.dismiss:
+        if state is None or not state.pending_plan:
+            raise NothingToApproveError(f"Company {company.external_id} has no change set waiting for approval")
+        await record_audit(
+            session,
+            tenant_id=principal.tenant_id,
+            actor=principal.actor,
+            action="change_set.dismissed",
+            object_type="company",
+            object_id=company.external_id,
+            before=state.pending_plan,
+        )
+        state.pending_plan, state.status = None, SyncStatus.dismissed
+    elif body.approve:
+        if state is None:
+            raise NothingToApproveError(f"Company {company.external_id} has no change set waiting for approval")
+        await _approve(session, principal, company, state, now=now)
+    else:
+        reason = "drift_overwrite" if body.overwrite_drift else "manual"
+        state = await schedule_sync(
+            session, tenant_id=principal.tenant_id, company_id=company.id, reason=reason, at=now
+        )
+        if body.overwrite_drift:
+            await record_audit(
+                session,
+                tenant_id=principal.tenant_id,
+                actor=principal.actor,
+                action="drift.overwrite_requested",
+                object_type="company",
+                object_id=company.external_id,
+                before={"drift": state.drift},
+            )
+    await session.flush()
+    return status_view(company, state)
+
+
+async def approve_all(
+    session: AsyncSession, principal: Principal, company_ids: Sequence[str] | None, *, now: datetime
+) -> list[str]:
+    """Approve every waiting change set (of these portal companies, when given); the portal ids approved."""
+    approved = []
+    for company, state in await awaiting_approval(session, principal.tenant_id, company_ids):
+        if state.pending_plan:
+            await _approve(session, principal, company, state, now=now)
+            approved.append(company.external_id)
+    return sorted(approved)
+
+
+async def reconciliation(session: AsyncSession, tenant_id: str, *, limit: int, offset: int) -> ReconciliationRead:
+    """Every company ever mapped, a page at a time: the portal's count and the expected price and cost against what
+    CW holds on the base line (as the last reconcile read it), and every reason they are not in step."""
+    product = await get_product(session, tenant_id)
+    total, companies = await company_page(
+        session, tenant_id, CompanyFilter(ever_mapped=True), limit=limit, offset=offset
+    )
+    ids = [c.id for c in companies]
+    states = await sync_states(session, ids)
+    tracked = await live_additions(session, ids)
+    rows = []
+    for company in companies:
+        state = states.get(company.id)
+        snapshot = (state.cw_snapshot if state else None) or {}
+        mine = [t for t in tracked if t.company_id == company.id]
+        base = newest_base_of(mine, agreement_id=company.cw_agreement_id)
+        held = snapshot.get(str(base.cw_addition_id)) if base and base.cw_addition_id else None
+        price = effective_price(company, product)
+        problems: list[str] = [d["detail"] for d in (state.drift or [])] if state else []
+        if state and state.last_error:
+            problems.append(state.last_error)
+        if company.cw_agreement_id is None:
+            problems.append("not mapped: billing ends with the period it was unmapped in")
+        elif held is None:
+            problems.append("no base line in ConnectWise yet")
+        else:
+            if Decimal(held["quantity"]) != company.license_count:
+                problems.append(f"quantity: portal {company.license_count}, ConnectWise {held['quantity']}")
+            if price.unit_price is not None and Decimal(held["unit_price"]) != price.unit_price:
+                problems.append(f"unit price: expected {money_str(price.unit_price)}, ConnectWise {held['unit_price']}")
+            if price.unit_cost is not None and Decimal(held["unit_cost"]) != price.unit_cost:
+                problems.append(f"unit cost: expected {money_str(price.unit_cost)}, ConnectWise {held['unit_cost']}")
+        known = {t.cw_addition_id for t in mine}
+        untracked = sorted(
+            int(i) for i, a in snapshot.items() if int(i) not in known and not is_ours(a.get("serial_number"))
+        )
+        if untracked:
+            problems.append(f"additions of the product not managed by this service: {untracked}")
+        if state and state.pending_plan:
+            problems.append(f"change set waiting for approval ({state.pending_plan.get('reason')})")
+        if state and state.discrepancies:
+            problems.append(f"{state.discrepancies} period(s) whose lines do not add up to what they owe")
+        rows.append(
+            ReconciliationRow(
+                company_id=company.external_id,
+                name=company.name,
+                portal_count=company.license_count,
+                cw_quantity=_decimal_text(held["quantity"]) if held else None,
+                unit_price=money_str(price.unit_price),
+                cw_unit_price=money_str(Decimal(held["unit_price"])) if held else None,
+                unit_cost=money_str(price.unit_cost),
+                cw_unit_cost=money_str(Decimal(held["unit_cost"])) if held else None,
+                status=state.status if state else SyncStatus.in_sync,
+                in_step=not problems,
+                problems=problems,
+                discrepancies=state.discrepancies if state else 0,
+                pending_change_set=state.pending_plan if state else None,
+                untracked_additions=untracked,
+            )
+        )
+    return ReconciliationRead(
+        total=total,
+        limit=limit,
+        offset=offset,
+        discrepancies=await discrepancy_total(session, tenant_id),
+        items=rows,
+    )
+
+
+def _decimal_text(value: object) -> str:
+    number = Decimal(str(value))
+    return f"{number.normalize():f}" if number == number.to_integral_value() else str(number)
