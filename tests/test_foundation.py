@@ -260,3 +260,20 @@ async def test_reads_do_not_queue_behind_a_writer(
         assert listed.status_code == 200
         assert status.status_code == 200
         await writer.rollback()
+
+
+SQL_BUILDERS = {"select", "insert", "update", "delete", "text", "func", "or_", "and_"}
+
+
+def test_routers_hold_no_sql() -> None:
+    """Routers parse, call a use case and shape the answer: no query is written in app/api (repositories and
+    services hold them)."""
+    offenders = []
+    for path in (APP_DIR / "api").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "sqlalchemy":
+                offenders += [f"{path.name}: {a.name}" for a in node.names if a.name in SQL_BUILDERS]
+            if isinstance(node, ast.Attribute) and node.attr in {"execute", "scalar", "scalars"}:
+                offenders.append(f"{path.name}:{node.lineno}: .{node.attr}(…)")
+    assert list((APP_DIR / "api").rglob("*.py")), "app/api has no modules to check"
+    assert offenders == []

@@ -7,12 +7,9 @@ from typing import Literal
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
-from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
 
 from app.api.deps import ContextDep
-from app.db.migrate import current_revision, head_revision
-from app.db.session import READ_ONLY
+from app.db.health import database_health
 
 router = APIRouter(tags=["operations"])
 
@@ -60,22 +57,20 @@ async def readyz(ctx: ContextDep, request: Request, response: Response) -> Readi
                 ),
             )
         )
-    try:
-        reader = ctx.engine.execution_options(**{READ_ONLY: True})  # never waits for a writer (SQLite)
-        async with reader.connect() as conn:
-            await conn.execute(text("SELECT 1"))
+    database = await database_health(ctx.engine)
+    if database.error is not None:
+        checks.append(ReadinessCheck(name="database", ok=False, detail=database.error))
+    else:
         checks.append(ReadinessCheck(name="database", ok=True, detail="reachable"))
-        current, head = await current_revision(reader), head_revision()
-        at_head = current == head
         checks.append(
             ReadinessCheck(
                 name="migrations",
-                ok=at_head,
-                detail="at head" if at_head else f"database at {current or 'nothing'}, code expects {head}",
+                ok=database.at_head,
+                detail="at head"
+                if database.at_head
+                else f"database at {database.current or 'nothing'}, code expects {database.head}",
             )
         )
-    except (SQLAlchemyError, OSError) as exc:
-        checks.append(ReadinessCheck(name="database", ok=False, detail=type(exc).__name__))
     ready = all(c.ok for c in checks)
     if not ready:
         response.status_code = 503

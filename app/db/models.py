@@ -23,7 +23,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.sql import expression
 
 from app.db.base import Base, TimestampMixin, new_id, utcnow
-from app.db.types import CalendarDate, Money, UTCDateTime
+from app.db.types import CalendarDate, EnumText, Money, UTCDateTime
 
 
 def _tenant_fk() -> ForeignKey:
@@ -131,6 +131,20 @@ class DeliveryStatus(StrEnum):
     applied = "applied"  # applied to the license history (its `outcome` says how)
 
 
+class DeliveryOutcome(StrEnum):
+    """What applying a stored delivery did."""
+
+    applied = "applied"
+    created = "created"  # company.upserted of a new company
+    duplicate_sequence = "duplicate_sequence"
+    conflict = "conflict"
+    restored = "restored"
+    deleted = "deleted"
+    unknown_company = "unknown_company"
+    unknown_type = "unknown_type"
+    invalid = "invalid"
+
+
 class WebhookInbox(Base):
     """Every accepted delivery, unique per (tenant, webhook-id): stored by the request (202), applied by the applier.
     Kept 8 days after it was received (redeliveries within 7 days have no second effect)."""
@@ -146,8 +160,10 @@ class WebhookInbox(Base):
     webhook_id: Mapped[str] = mapped_column(String(200), nullable=False)
     event_type: Mapped[str] = mapped_column(String(64), nullable=False)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False, index=True)
-    status: Mapped[str] = mapped_column(String(16), nullable=False, default=DeliveryStatus.pending)
-    outcome: Mapped[str | None] = mapped_column(String(32))
+    status: Mapped[DeliveryStatus] = mapped_column(
+        EnumText(DeliveryStatus, 16), nullable=False, default=DeliveryStatus.pending
+    )
+    outcome: Mapped[DeliveryOutcome | None] = mapped_column(EnumText(DeliveryOutcome, 32))
     detail: Mapped[str | None] = mapped_column(Text)
     applied_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
@@ -205,8 +221,12 @@ class LicenseChange(Base):
     previous_count: Mapped[int | None] = mapped_column(Integer)
     effective_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)
-    status: Mapped[str] = mapped_column(String(16), nullable=False, default=ChangeStatus.accepted)
-    source: Mapped[str] = mapped_column(String(16), nullable=False, default=ChangeSource.portal)
+    status: Mapped[ChangeStatus] = mapped_column(
+        EnumText(ChangeStatus, 16), nullable=False, default=ChangeStatus.accepted
+    )
+    source: Mapped[ChangeSource] = mapped_column(
+        EnumText(ChangeSource, 16), nullable=False, default=ChangeSource.portal
+    )
 
 
 class PriceSetting(Base):
@@ -283,7 +303,7 @@ class SyncState(Base):
 
     company_id: Mapped[str] = mapped_column(String(36), ForeignKey("company.id", ondelete="CASCADE"), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(String(36), _tenant_fk(), nullable=False, index=True)
-    status: Mapped[str] = mapped_column(String(32), nullable=False, default=SyncStatus.pending)
+    status: Mapped[SyncStatus] = mapped_column(EnumText(SyncStatus, 32), nullable=False, default=SyncStatus.pending)
     reason: Mapped[str | None] = mapped_column(String(64))
     due_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     generation: Mapped[int] = mapped_column(Integer, nullable=False, default=0)

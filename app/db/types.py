@@ -2,6 +2,8 @@
 
 * `Money`: `NUMERIC(18, 4)` on PostgreSQL; on SQLite (whose NUMERIC affinity is a float) a fixed-point string.
   Values are quantized to 4 places on the way in; more precision is an error, never a silent rounding.
+* `EnumText`: a `StrEnum` stored as its text; a value outside the enum is refused on the way in, and rows come
+  back as enum members.
 * `UTCDateTime`: `TIMESTAMP WITH TIME ZONE` on PostgreSQL; an ISO-8601 UTC string on SQLite (sorts correctly).
   Naive datetimes are refused on the way in, and values always come back timezone-aware in UTC.
 """
@@ -10,7 +12,8 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any
+from enum import StrEnum
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Date, DateTime, Dialect, Numeric, String
 from sqlalchemy.types import TypeDecorator, TypeEngine
@@ -94,3 +97,21 @@ class CalendarDate(TypeDecorator[date]):
         if value is None:
             return None
         return date.fromisoformat(value) if isinstance(value, str) else value
+
+
+E = TypeVar("E", bound=StrEnum)
+
+
+class EnumText(TypeDecorator[E], Generic[E]):
+    impl = String
+    cache_ok = True
+
+    def __init__(self, enum_class: type[E], length: int) -> None:
+        super().__init__(length)
+        self.enum_class = enum_class
+
+    def process_bind_param(self, value: E | str | None, dialect: Dialect) -> str | None:
+        return None if value is None else self.enum_class(value).value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> E | None:
+        return None if value is None else self.enum_class(value)

@@ -33,6 +33,7 @@ from app.db.models import (
     AuditEvent,
     ChangeStatus,
     Company,
+    DeliveryOutcome,
     DeliveryStatus,
     LicenseChange,
     Tenant,
@@ -47,18 +48,6 @@ from app.services.sync_schedule import Due, billing_applies, mark_many_due, reco
 
 log = get_logger("app.applier")
 BATCH = 500
-
-
-class Outcome:
-    applied = "applied"
-    created = "created"  # company.upserted of a new company
-    duplicate_sequence = "duplicate_sequence"
-    conflict = "conflict"
-    restored = "restored"
-    deleted = "deleted"
-    unknown_company = "unknown_company"
-    unknown_type = "unknown_type"
-    invalid = "invalid"
 
 
 @dataclass(slots=True)
@@ -119,9 +108,9 @@ async def _apply(session: AsyncSession, rows: Sequence[WebhookInbox], *, now: da
     for row, event in zip(rows, events, strict=True):
         tenant = tenants[row.tenant_id]
         if isinstance(event, Exception):
-            outcome, detail, company = Outcome.invalid, str(event)[:500], None
+            outcome, detail, company = DeliveryOutcome.invalid, str(event)[:500], None
         elif event is None:
-            outcome, detail, company = Outcome.unknown_type, None, None
+            outcome, detail, company = DeliveryOutcome.unknown_type, None, None
         else:
             outcome, detail, company = await _one(session, tenant, row, event, companies, known, batch)
         batch.outcomes.append({"b_id": row.id, "b_outcome": outcome, "b_detail": detail, "b_applied": now})
@@ -203,17 +192,17 @@ async def _one(
     companies: dict[tuple[str, str], Company],
     known: Known,
     batch: _Batch,
-) -> tuple[str, str | None, Company | None]:
+) -> tuple[DeliveryOutcome, str | None, Company | None]:
     key = (tenant.id, event.data.company_id)
     company = companies.get(key)
     if isinstance(event, CompanyDeleted):
         if company is None:
-            return Outcome.unknown_company, None, None
+            return DeliveryOutcome.unknown_company, None, None
         if company.deleted_at is not None:
-            return Outcome.unknown_company, "already deleted", company
+            return DeliveryOutcome.unknown_company, "already deleted", company
         company.deleted_at = batch.now
         _changed(company, tenant, batch, reason="company_deleted")
-        return Outcome.deleted, None, company
+        return DeliveryOutcome.deleted, None, company
     created = company is None
     if company is None:
         name = event.data.name if isinstance(event, CompanyUpserted) else event.data.company_name or ""
@@ -227,7 +216,11 @@ async def _one(
         restored = company.deleted_at is not None
         company.deleted_at = None
         _changed(company, tenant, batch, reason="company_restored")
-        return (Outcome.restored if restored else Outcome.created if created else Outcome.applied), None, company
+        return (
+            (DeliveryOutcome.restored if restored else DeliveryOutcome.created if created else DeliveryOutcome.applied),
+            None,
+            company,
+        )
     data = event.data
     if data.company_name:
         company.name = data.company_name
@@ -235,13 +228,13 @@ async def _one(
     same = known.get((company.id, data.sequence))
     if same is not None:
         if same == (data.license_count, effective_at):
-            return Outcome.duplicate_sequence, None, company
+            return DeliveryOutcome.duplicate_sequence, None, company
         batch.changes.append(_change_row(company, row, data, effective_at, ChangeStatus.conflict))
         detail = (
             f"sequence {data.sequence} already says {same[0]} licenses from {same[1].isoformat()}; this delivery "
             f"says {data.license_count} from {effective_at.isoformat()}"
         )
-        return Outcome.conflict, detail, company
+        return DeliveryOutcome.conflict, detail, company
     batch.changes.append(_change_row(company, row, data, effective_at, ChangeStatus.accepted))
     known[(company.id, data.sequence)] = (data.license_count, effective_at)
     day = local_day(effective_at, tenant.timezone)
@@ -255,7 +248,7 @@ async def _one(
         _due(batch, company, at)
         if day > today:  # it also changes what is billed now (the next period's base, this period's proration)
             _due(batch, company, batch.now)
-    return Outcome.applied, ("company created" if created else None), company
+    return DeliveryOutcome.applied, ("company created" if created else None), company
 
 
 def _changed(company: Company, tenant: Tenant, batch: _Batch, *, reason: str) -> None:

@@ -23,6 +23,7 @@ from app.db.models import (
     Tenant,
     TrackedAddition,
 )
+from app.db.repositories.additions import live
 from app.domain.billing import (
     Billing,
     DecreasePolicy,
@@ -184,9 +185,7 @@ async def load_targets(
     )
     tracked = _group(
         await session.scalars(
-            select(TrackedAddition)
-            .where(TrackedAddition.company_id.in_(ids), TrackedAddition.retired_at.is_(None))
-            .order_by(TrackedAddition.id)
+            select(TrackedAddition).where(TrackedAddition.company_id.in_(ids), live()).order_by(TrackedAddition.id)
         ),
         "company_id",
     )

@@ -49,7 +49,7 @@ async def get_delivery(session: AsyncSession, *, tenant_id: str, webhook_id: str
         webhook_id=row.webhook_id,
         event_type=row.event_type,
         received_at=row.received_at,
-        status="applied" if row.status == "applied" else "pending",
+        status=row.status,
         outcome=row.outcome,
         detail=row.detail,
         applied_at=row.applied_at,

@@ -25,6 +25,7 @@ from app.db.models import (
     LicenseChange,
     PriceSetting,
     SyncState,
+    SyncStatus,
     Tenant,
     TrackedAddition,
 )
@@ -555,7 +556,7 @@ async def company_view(
             unit_cost_override=money_str(company.unit_cost_override),
         ),
         sync=CompanySyncSummary(
-            status=state.status if state else "in_sync",
+            status=state.status if state else SyncStatus.in_sync,
             reason=state.reason if state else None,
             due=bool(state and state.due_at is not None),
             attempts=state.attempts if state else 0,

@@ -94,14 +94,14 @@ async def schedule_if_wanted(
 async def schedule_tenant(
     session: AsyncSession, *, tenant_id: str, reason: str, at: datetime, only_default_priced: bool = False
 ) -> int:
-    """Mark every company of the tenant that wants a reconcile due (`reconcile_wanted`, in SQL)."""
+    """Mark every company of the tenant that wants a reconcile due (`reconcile_wanted`)."""
     tenant = await session.get(Tenant, tenant_id)
-    if tenant is None or not tenant.billing_enabled:
+    if tenant is None:
         return 0
-    statement = select(Company.id).where(Company.tenant_id == tenant_id, Company.mapped_at.is_not(None))
+    statement = select(Company.id, Company.mapped_at).where(Company.tenant_id == tenant_id)
     if only_default_priced:
         statement = statement.where((Company.unit_price_override.is_(None)) | (Company.unit_cost_override.is_(None)))
-    ids = list(await session.scalars(statement))
+    ids = [row.id for row in await session.execute(statement) if reconcile_wanted(tenant, row)]
     await mark_many_due(session, [Due(company_id=i, tenant_id=tenant_id, due_at=at) for i in ids], reason=reason)
     return len(ids)
 

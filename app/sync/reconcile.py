@@ -23,6 +23,7 @@ from app.connectwise.errors import CWNotFoundError, CWValidationError
 from app.connectwise.schemas import Addition, AdditionWrite, Agreement
 from app.context import AppContext
 from app.db.models import AgreementTerm, Company, SyncState, SyncStatus, Tenant, TrackedAddition
+from app.db.repositories.additions import is_live, retire, revive
 from app.domain.markers import is_ours
 from app.domain.periods import local_day
 from app.domain.plan import Line, LineValues, Operation, OpKind, Plan, frontier, plan
@@ -399,12 +400,8 @@ async def _match(ctx: AppContext, target: Target, additions: dict[int, list[Addi
             for row_id in deleted:
                 tracked = await session.get(TrackedAddition, row_id)
                 if tracked is not None:
-                    _retire(tracked, ctx.now())
+                    retire(tracked, ctx.now())
     return lines
-
-
-def _retire(row: TrackedAddition, now: datetime) -> None:
-    row.retired_at, row.delete_pending, row.uncertain = now, False, None
 
 
 async def _apply(
@@ -490,7 +487,7 @@ async def _delete(
         await hold(session)
         row = await _tracked_row(session, target, op)
         before = dict(row.last_written) if row.last_written else None
-        _retire(row, ctx.now())
+        retire(row, ctx.now())
         await record_audit(
             session,
             tenant_id=target.tenant_id,
@@ -534,8 +531,8 @@ async def _tracked_row(session: AsyncSession, target: Target, op: Operation) -> 
             marker=str(op.marker),
         )
         session.add(row)
-    elif row.retired_at is not None and op.kind is not OpKind.delete:  # deleted once, written again
-        row.retired_at, row.cw_addition_id, row.last_written, row.uncertain = None, None, None, None
+    elif not is_live(row) and op.kind is not OpKind.delete:  # deleted once, written again
+        revive(row)
     return row
 
 

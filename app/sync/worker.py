@@ -339,7 +339,7 @@ class Worker:
             if outcome is not None:
                 self.breaker.success(claim.tenant_id)
                 state.attempts, state.last_error = 0, outcome.detail
-                state.status = outcome.status.value
+                state.status = outcome.status
                 if outcome.status is not SyncStatus.paused:
                     state.drift, state.pending_plan = outcome.drift, outcome.pending_plan
                     if outcome.snapshot is not None:
@@ -350,7 +350,7 @@ class Worker:
                 state.due_at = now if moved else outcome.wakeup
                 label = outcome.status.value
             elif isinstance(error, MappingStaleError):
-                state.attempts, state.status = 0, SyncStatus.needs_attention.value
+                state.attempts, state.status = 0, SyncStatus.needs_attention
                 state.last_error = str(error)
                 state.due_at = now if moved else None  # waits for a remap (or a re-sync)
                 label = SyncStatus.needs_attention.value
@@ -360,14 +360,14 @@ class Worker:
                 if isinstance(error, CWRetryableError):
                     self.breaker.failure(claim.tenant_id)
                 state.attempts += 1
-                state.status = SyncStatus.retrying.value
+                state.status = SyncStatus.retrying
                 retry_after = error.retry_after if isinstance(error, CWThrottledError) else None
                 state.due_at = now + timedelta(seconds=backoff(state.attempts, retry_after=retry_after))
                 state.last_error = _describe(error)
                 label = SyncStatus.retrying.value
             else:
                 state.attempts += 1
-                state.status = SyncStatus.failed.value
+                state.status = SyncStatus.failed
                 state.last_error = _describe(error)
                 state.due_at = now if moved else None  # parked until something changes or a resync is asked
                 label = SyncStatus.failed.value

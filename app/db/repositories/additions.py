@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -14,6 +15,20 @@ from app.domain.markers import Kind
 def live() -> ColumnElement[bool]:
     """A tracked addition that is not retired: the line exists in CW as far as the service knows."""
     return TrackedAddition.retired_at.is_(None)
+
+
+def is_live(row: TrackedAddition) -> bool:
+    return row.retired_at is None
+
+
+def retire(row: TrackedAddition, now: datetime) -> None:
+    """The line is gone from CW (deleted by the service): kept for the record, no longer live."""
+    row.retired_at, row.delete_pending, row.uncertain = now, False, None
+
+
+def revive(row: TrackedAddition) -> None:
+    """A retired line's marker is written again: a new CW line under the old row."""
+    row.retired_at, row.cw_addition_id, row.last_written, row.uncertain = None, None, None, None
 
 
 async def live_additions(
