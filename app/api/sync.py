@@ -26,7 +26,12 @@ from app.schemas.sync import (
 from app.services import billing_views, sync_control
 from app.services.billing_views import NotReadyError
 from app.services.companies import get_company
-from app.services.sync_control import NothingToApproveError
+from app.services.sync_control import (
+    BillingDisabledError,
+    BillingOffForTenantError,
+    NothingToApproveError,
+    NotMappedError,
+)
 from app.services.tenants import get_tenant
 
 router = APIRouter(prefix="/api/v1", tags=["sync"])
@@ -119,7 +124,15 @@ async def sync_status(company_id: CompanyPath, principal: PrincipalDep, session:
     response_model=SyncStatus,
     status_code=202,
     summary="Reconcile now; in review mode approve or dismiss the pending change set",
-    responses=error_responses(NotAuthenticatedError, NotFoundError, NotReadyError, NothingToApproveError),
+    responses=error_responses(
+        NotAuthenticatedError,
+        NotFoundError,
+        NotReadyError,
+        NothingToApproveError,
+        NotMappedError,
+        BillingDisabledError,
+        BillingOffForTenantError,
+    ),
 )
 async def request_sync(
     company_id: CompanyPath,

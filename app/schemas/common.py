@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
+from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, Field, WithJsonSchema
@@ -73,3 +74,19 @@ def _iso_only(value: Any) -> Any:
 
 
 IsoDateTime = Annotated[AwareDatetime, BeforeValidator(_iso_only)]
+
+
+class SyncCondition(StrEnum):
+    """Where a company's sync stands (`cause` says why, `action` what to do)."""
+
+    in_sync = "in_sync"  # CW holds what the company owes
+    pending = "pending"  # changes wait for the worker
+    retrying = "retrying"  # CW could not be reached or throttled; retries by itself
+    failed = "failed"  # parked: retrying cannot fix it (CW refused); fix, then POST …/sync
+    drift = "drift"  # a hand edit in CW is held, not overwritten
+    awaiting_approval = "awaiting_approval"  # review mode: a change set waits
+    dismissed = "dismissed"  # the last change set was dismissed
+    needs_attention = "needs_attention"  # the agreement is cancelled, expired or gone: remap
+    not_mapped = "not_mapped"  # no agreement: nothing is billed
+    billing_disabled = "billing_disabled"  # billing is off (or the company deleted) for this company
+    billing_off_for_tenant = "billing_off_for_tenant"  # the tenant's master switch is off

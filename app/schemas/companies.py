@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from app.schemas.common import MoneyStr, Page, PriceIn
+from app.schemas.common import MoneyStr, Page, PriceIn, SyncCondition
 
 CompanyId = str
 
@@ -31,7 +31,9 @@ class CompanyPricing(BaseModel):
 
 
 class CompanySyncSummary(BaseModel):
-    status: str
+    status: SyncCondition = Field(description="Where the sync stands; `cause` says why, `action` what to do")
+    cause: str | None
+    action: str | None
     reason: str | None
     due: bool
     attempts: int

@@ -5,7 +5,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from app.schemas.common import IsoDateTime, MoneyStr
+from app.schemas.common import IsoDateTime, MoneyStr, SyncCondition
 
 
 class PreviewRequest(BaseModel):
@@ -171,8 +171,10 @@ class SyncRequest(BaseModel):
 
 class SyncStatus(BaseModel):
     company_id: str
-    status: str
-    reason: str | None
+    status: SyncCondition = Field(description="Where the sync stands; `cause` says why, `action` what to do")
+    cause: str | None = Field(description="Why it is not in sync (null when it is)")
+    action: str | None = Field(description="What would move it on (null when nothing is needed)")
+    reason: str | None = Field(description="What asked for the last reconcile (a license change, a price change, …)")
     due: bool
     attempts: int
     last_error: str | None
@@ -192,7 +194,8 @@ class ReconciliationRow(BaseModel):
     cw_unit_price: str | None
     unit_cost: MoneyStr | None
     cw_unit_cost: str | None
-    status: str
+    status: SyncCondition
+    cause: str | None
     in_step: bool
     problems: list[str]
     discrepancies: int = Field(description="Periods whose lines do not add up to what they owe")

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.base import new_id
-from app.db.models import BillingProduct, Company, SyncState, SyncStatus
+from app.db.models import BillingProduct, Company, SyncState, SyncStatus, Tenant
 from app.db.repositories.additions import live_additions, newest_base_of
 from app.db.repositories.companies import CompanyFilter, company_page, sync_states
 from app.db.upsert import insert_ignore, is_postgres
@@ -98,6 +98,7 @@ async def companies_page(
     total, companies = await company_page(session, tenant_id, where, limit=limit, offset=offset)
     ids = [c.id for c in companies]
     product = await session.get(BillingProduct, tenant_id)
+    tenant = await session.get(Tenant, tenant_id)
     states = await sync_states(session, ids)
     lines = await live_additions(session, ids, kind=Kind.base)
     items = [
@@ -107,6 +108,7 @@ async def companies_page(
             product=product,
             state=states.get(c.id),
             base=newest_base_of([t for t in lines if t.company_id == c.id]),
+            tenant=tenant,
             loaded=True,
         )
         for c in companies

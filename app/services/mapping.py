@@ -25,7 +25,6 @@ from app.db.models import (
     LicenseChange,
     PriceSetting,
     SyncState,
-    SyncStatus,
     Tenant,
     TrackedAddition,
 )
@@ -49,6 +48,7 @@ from app.schemas.companies import (
 )
 from app.services.audit import record_audit
 from app.services.billing_target import load_target, values_to_json
+from app.services.sync_condition import condition
 from app.services.sync_schedule import billing_applies, record_status, schedule_if_wanted
 
 
@@ -520,13 +520,17 @@ async def company_view(
     product: BillingProduct | None = None,
     state: SyncState | None = None,
     base: TrackedAddition | None = None,
+    tenant: Tenant | None = None,
     loaded: bool = False,
 ) -> CompanyRead:
+    tenant = tenant or await session.get(Tenant, company.tenant_id)
+    assert tenant is not None  # noqa: S101 (a company's tenant exists: foreign key)
     if not loaded:
         product = await session.get(BillingProduct, company.tenant_id)
         state = await session.get(SyncState, company.id)
         base = await current_base(session, company.id, company.cw_agreement_id)
     price = effective_price(company, product)
+    now = condition(tenant, company, state)
     mapping = None
     if company.cw_agreement_id is not None and company.cw_company_id is not None:
         mapping = CompanyMapping(
@@ -556,7 +560,9 @@ async def company_view(
             unit_cost_override=money_str(company.unit_cost_override),
         ),
         sync=CompanySyncSummary(
-            status=state.status if state else SyncStatus.in_sync,
+            status=now.status,
+            cause=now.cause,
+            action=now.action,
             reason=state.reason if state else None,
             due=bool(state and state.due_at is not None),
             attempts=state.attempts if state else 0,

@@ -9,7 +9,7 @@ from decimal import Decimal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.models import Company, SyncState, SyncStatus
+from app.db.models import Company, SyncState, SyncStatus, Tenant
 from app.db.repositories.additions import live_additions, newest_base_of
 from app.db.repositories.companies import (
     CompanyFilter,
@@ -20,7 +20,7 @@ from app.db.repositories.companies import (
 )
 from app.domain.markers import is_ours
 from app.errors import ConflictError
-from app.schemas.common import money_str
+from app.schemas.common import SyncCondition, money_str
 from app.schemas.sync import ReconciliationRead, ReconciliationRow, SyncRequest
 from app.schemas.sync import SyncStatus as SyncStatusRead
 from app.security.principal import Principal
@@ -28,7 +28,9 @@ from app.services.audit import record_audit
 from app.services.billing_setup import get_product
 from app.services.billing_views import NotReadyError
 from app.services.mapping import effective_price
+from app.services.sync_condition import Condition, condition
 from app.services.sync_schedule import schedule_sync
+from app.services.tenants import get_tenant
 
 
 class NothingToApproveError(ConflictError):
@@ -36,10 +38,44 @@ class NothingToApproveError(ConflictError):
     title = "There is no pending change set"
 
 
-def status_view(company: Company, state: SyncState | None) -> SyncStatusRead:
+class CannotSyncError(ConflictError):
+    """409 whose `code` is the sync status that keeps the company from syncing (the detail says why and what to do)."""
+
+    title = "This company cannot be reconciled now"
+
+    def __init__(self, blocked: Condition) -> None:
+        super().__init__(f"{blocked.cause}; {blocked.action}", extra={"action": blocked.action})
+
+
+class NotMappedError(CannotSyncError):
+    code = SyncCondition.not_mapped.value
+    title = "The company is not mapped to an agreement"
+
+
+class BillingDisabledError(CannotSyncError):
+    code = SyncCondition.billing_disabled.value
+    title = "Billing is disabled for the company"
+
+
+class BillingOffForTenantError(CannotSyncError):
+    code = SyncCondition.billing_off_for_tenant.value
+    title = "Billing is off for the tenant"
+
+
+_CANNOT_SYNC: dict[SyncCondition, type[CannotSyncError]] = {
+    SyncCondition.not_mapped: NotMappedError,
+    SyncCondition.billing_disabled: BillingDisabledError,
+    SyncCondition.billing_off_for_tenant: BillingOffForTenantError,
+}
+
+
+def status_view(tenant: Tenant, company: Company, state: SyncState | None) -> SyncStatusRead:
+    now = condition(tenant, company, state)
     return SyncStatusRead(
         company_id=company.external_id,
-        status=state.status if state else SyncStatus.in_sync,
+        status=now.status,
+        cause=now.cause,
+        action=now.action,
         reason=state.reason if state else None,
         due=bool(state and state.due_at is not None),
         attempts=state.attempts if state else 0,
@@ -53,7 +89,8 @@ def status_view(company: Company, state: SyncState | None) -> SyncStatusRead:
 
 
 async def sync_status(session: AsyncSession, company: Company) -> SyncStatusRead:
-    return status_view(company, await session.get(SyncState, company.id))
+    tenant = await get_tenant(session, company.tenant_id)
+    return status_view(tenant, company, await session.get(SyncState, company.id))
 
 
 async def _approve(
@@ -78,10 +115,15 @@ async def _approve(
 async def request_sync(
     session: AsyncSession, principal: Principal, company: Company, body: SyncRequest, *, now: datetime
 ) -> SyncStatusRead:
-    """Reconcile now (optionally overwriting held drift), or approve / dismiss the pending change set."""
+    """Reconcile now (optionally overwriting held drift), or approve / dismiss the pending change set. A company that
+    cannot sync (not mapped, billing off) is refused with 409 naming why and what to do."""
+    tenant = await get_tenant(session, company.tenant_id)
+    state = await session.get(SyncState, company.id)
+    blocked = condition(tenant, company, state)
+    if not (body.approve or body.dismiss) and not blocked.can_sync:
+        raise _CANNOT_SYNC[blocked.status](blocked)
     if company.mapped_at is None:
         raise NotReadyError(f"Company {company.external_id} is not mapped to an agreement yet")
-    state = await session.get(SyncState, company.id)
     if body.dismiss:
         if state is None or not state.pending_plan:
             raise NothingToApproveError(f"Company {company.external_id} has no change set waiting for approval")
@@ -115,7 +157,7 @@ async def request_sync(
                 before={"drift": state.drift},
             )
     await session.flush()
-    return status_view(company, state)
+    return status_view(tenant, company, state)
 
 
 async def approve_all(
@@ -133,6 +175,7 @@ async def approve_all(
 async def reconciliation(session: AsyncSession, tenant_id: str, *, limit: int, offset: int) -> ReconciliationRead:
     """Every company ever mapped, a page at a time: the portal's count and the expected price and cost against what
     CW holds on the base line (as the last reconcile read it), and every reason they are not in step."""
+    tenant = await get_tenant(session, tenant_id)
     product = await get_product(session, tenant_id)
     total, companies = await company_page(
         session, tenant_id, CompanyFilter(ever_mapped=True), limit=limit, offset=offset
@@ -143,6 +186,7 @@ async def reconciliation(session: AsyncSession, tenant_id: str, *, limit: int, o
     rows = []
     for company in companies:
         state = states.get(company.id)
+        now = condition(tenant, company, state)
         snapshot = (state.cw_snapshot if state else None) or {}
         mine = [t for t in tracked if t.company_id == company.id]
         base = newest_base_of(mine, agreement_id=company.cw_agreement_id)
@@ -182,7 +226,8 @@ async def reconciliation(session: AsyncSession, tenant_id: str, *, limit: int, o
                 cw_unit_price=money_str(Decimal(held["unit_price"])) if held else None,
                 unit_cost=money_str(price.unit_cost),
                 cw_unit_cost=money_str(Decimal(held["unit_cost"])) if held else None,
-                status=state.status if state else SyncStatus.in_sync,
+                status=now.status,
+                cause=now.cause,
                 in_step=not problems,
                 problems=problems,
                 discrepancies=state.discrepancies if state else 0,
