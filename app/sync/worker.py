@@ -3,8 +3,9 @@ the outcome.
 
 * Applying: the applier (`app/services/applier.py`) first, every turn; the intake wakes it after each stored batch.
 * Claiming: `FOR UPDATE SKIP LOCKED` on PostgreSQL (many workers), a single in-process worker on SQLite. A claim is
-  a short lease, renewed at every step of the job and checked before every CW write and commit (fencing): a worker
-  that lost its lease writes nothing more, and a killed worker's companies come back within a lease.
+  a short lease, renewed at every step of the job and every third of a lease while it runs (a CW call, or a wait for
+  the request budget, can outlast a lease), and checked before every CW write and commit (fencing): a worker that
+  lost its lease writes nothing more, and a killed worker's companies come back within a lease.
 * Coalescing: a reconcile plans from the whole history; if more changes arrived meanwhile (`generation` moved) the
   company stays due and runs once more.
 * Failures: transient CW errors retry with exponential backoff and jitter (or CW's Retry-After); permanent ones
@@ -23,7 +24,7 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -185,7 +186,7 @@ class Worker:
         self.ctx.metrics.drift.set(drifting or 0)
         return claims
 
-    def holder(self, claim: Claim) -> Callable[[AsyncSession], object]:
+    def holder(self, claim: Claim) -> Callable[[AsyncSession], Awaitable[None]]:
         """The fence: renews this worker's lease on the company inside the caller's transaction, or raises
         `LeaseLostError` when another worker holds it now."""
 
@@ -287,13 +288,15 @@ class Worker:
             client = self.client_factory(claim.tenant_id)
         outcome: Outcome | None = None
         error: BaseException | None = None
+        done = asyncio.Event()
+        keeper = asyncio.create_task(self._keep_lease(claim, done))
         try:
             outcome = await reconcile_company(
                 self.ctx,
                 claim.company_id,
                 client=client,
                 crash=self.crash,
-                hold=self.holder(claim),  # type: ignore[arg-type]
+                hold=self.holder(claim),
                 agreement=agreement,
                 overwrite_drift=claim.reason == "drift_overwrite",
                 now=self.now(),
@@ -311,9 +314,30 @@ class Worker:
             error = exc
             log.warning("sync.job_crashed", company_id=claim.company_id, error_type=type(exc).__name__)
         finally:
+            done.set()
+            await keeper
             self.ctx.metrics.sync_job_latency.observe(time.perf_counter() - started)
         self.handled.append(claim)
         await self._finish(claim, outcome, error)
+
+    async def _keep_lease(self, claim: Claim, done: asyncio.Event) -> None:
+        """Renew the lease every third of it until the job is done: a live worker keeps its company through a CW
+        call that outlasts a lease (a fenced write that then reaches CW late would meet another worker's create of
+        the same line); a killed one loses it within a lease. A lost lease is left to the job's next fence check."""
+        hold = self.holder(claim)
+        while True:
+            try:
+                await asyncio.wait_for(done.wait(), timeout=self.lease.total_seconds() / 3)
+                return
+            except TimeoutError:
+                pass
+            try:
+                async with self.ctx.sessionmaker() as session, session.begin():
+                    await hold(session)
+            except LeaseLostError:
+                return
+            except Exception as exc:  # the database blinked: try again at the next beat
+                log.warning("sync.lease_renewal_failed", company_id=claim.company_id, error_type=type(exc).__name__)
 
     async def _release(self, claim: Claim) -> None:
         async with self.ctx.sessionmaker() as session, session.begin():
