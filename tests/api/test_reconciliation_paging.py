@@ -6,6 +6,7 @@ from __future__ import annotations
 import httpx
 from sqlalchemy import update
 
+from app.connectwise.sandbox.app import Sandbox
 from app.context import AppContext
 from app.db.models import Company
 from app.services.tenants import create_client
@@ -15,10 +16,9 @@ NAMES = ["Contoso", "Contoso", "Alpha Dental", "Contoso", "Zeta Law", "Contoso",
 
 
 async def test_paging_through_the_reconciliation_shows_every_company_exactly_once(
-    ctx: AppContext, client: httpx.AsyncClient
+    ctx: AppContext, sandbox: Sandbox, client: httpx.AsyncClient
 ) -> None:
-    assert ctx.sandbox is not None
-    group = await fleet(ctx, ctx.sandbox, companies=len(NAMES))
+    group = await fleet(ctx, sandbox, companies=len(NAMES))
     async with ctx.sessionmaker() as s, s.begin():
         for external, name in zip(sorted(group.company_pks), NAMES, strict=True):  # ties: five share a name
             await s.execute(update(Company).where(Company.id == group.company_pks[external]).values(name=name))

@@ -89,11 +89,6 @@ def make_worker(ctx: AppContext, worker_id: str, **kwargs: Any) -> Worker:
     )
 
 
-def sandbox_of(ctx: AppContext) -> Sandbox:
-    assert ctx.sandbox is not None
-    return ctx.sandbox
-
-
 async def work(ctx: AppContext, worker: Worker, *, rounds: int = 50) -> None:
     """Work until nothing is due within six hours, moving the clock past each backoff."""
     limit = ctx.now() + timedelta(hours=6)
@@ -128,10 +123,10 @@ def lines_of(sandbox: Sandbox, agreement_id: int) -> dict[Kind, dict[str, Any]]:
     return found
 
 
-async def one_company(ctx: AppContext) -> tuple[Fleet, str, int]:
+async def one_company(ctx: AppContext, sandbox: Sandbox) -> tuple[Fleet, str, int]:
     """c-0, billed on its own agreement from 1 November with 5 licenses from 1 November, not yet written to CW: its
     reconcile creates two lines (November's proration, December's base). (group, company pk, agreement id)"""
-    group = await fleet(ctx, sandbox_of(ctx), companies=1)
+    group = await fleet(ctx, sandbox, companies=1)
     await change(ctx, group.tenant_id, "c-0", 5, sequence=1, effective_at=day(1))
     return group, group.company_pks["c-0"], group.companies["c-0"]
 
@@ -139,10 +134,9 @@ async def one_company(ctx: AppContext) -> tuple[Fleet, str, int]:
 # ---------------------------------------------------------------------------------------------------- item 6
 @pytest.mark.parametrize(("step", "written_by_a"), [("before_read", 0), ("after_cw_write", 1)])
 async def test_a_worker_that_lost_its_lease_writes_nothing_more_and_leaves_the_new_claim_alone(
-    ctx: AppContext, step: str, written_by_a: int
+    sandbox: Sandbox, ctx: AppContext, step: str, written_by_a: int
 ) -> None:
-    sandbox = sandbox_of(ctx)
-    _, pk, agreement = await one_company(ctx)
+    _, pk, agreement = await one_company(ctx, sandbox)
     b = make_worker(ctx, "worker-b")
     taken: list[Claim] = []
 
@@ -167,9 +161,10 @@ async def test_a_worker_that_lost_its_lease_writes_nothing_more_and_leaves_the_n
     assert (state.status, state.due_at, state.claimed_by) == ("in_sync", None, None)
 
 
-async def test_a_worker_that_lost_its_lease_records_no_outcome_over_the_new_holders_claim(ctx: AppContext) -> None:
-    sandbox = sandbox_of(ctx)
-    _, pk, agreement = await one_company(ctx)
+async def test_a_worker_that_lost_its_lease_records_no_outcome_over_the_new_holders_claim(
+    sandbox: Sandbox, ctx: AppContext
+) -> None:
+    _, pk, agreement = await one_company(ctx, sandbox)
     await work(ctx, make_worker(ctx, "worker-0"))  # in sync: a periodic reconcile now has nothing to write
     writes = sandbox.store.writes
     b = make_worker(ctx, "worker-b")
@@ -195,9 +190,8 @@ async def test_a_worker_that_lost_its_lease_records_no_outcome_over_the_new_hold
     assert set(lines_of(sandbox, agreement)) == {Kind.proration, Kind.base}
 
 
-async def test_a_job_slower_than_its_lease_keeps_its_company_while_it_works(ctx: AppContext) -> None:
-    sandbox = sandbox_of(ctx)
-    _, pk, agreement = await one_company(ctx)
+async def test_a_job_slower_than_its_lease_keeps_its_company_while_it_works(sandbox: Sandbox, ctx: AppContext) -> None:
+    _, pk, agreement = await one_company(ctx, sandbox)
     b = make_worker(ctx, "worker-b")
     stolen: list[Claim] = []
 
@@ -220,9 +214,17 @@ class SlowLink(httpx.AsyncBaseTransport):
     """The way to CW, where the first create spends `rounds` × `step` of business time in transit (a wait for the
     request budget, a slow answer) while real time passes too; after each step `meanwhile` runs."""
 
-    def __init__(self, ctx: AppContext, *, rounds: int, step: timedelta, meanwhile: Callable[[], Awaitable[None]]):
+    def __init__(
+        self,
+        ctx: AppContext,
+        sandbox: Sandbox,
+        *,
+        rounds: int,
+        step: timedelta,
+        meanwhile: Callable[[], Awaitable[None]],
+    ):
         self.ctx, self.rounds, self.step, self.meanwhile = ctx, rounds, step, meanwhile
-        self.cw = SandboxTransport(sandbox_of(ctx))
+        self.cw = SandboxTransport(sandbox)
         self.delayed = 0
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -235,10 +237,10 @@ class SlowLink(httpx.AsyncBaseTransport):
 
 
 async def test_a_create_in_flight_longer_than_the_lease_is_not_created_again_by_another_worker(
+    sandbox: Sandbox,
     ctx: AppContext,
 ) -> None:
-    sandbox = sandbox_of(ctx)
-    _, pk, agreement = await one_company(ctx)
+    _, pk, agreement = await one_company(ctx, sandbox)
     lease = timedelta(seconds=0.6)  # short, so that renewing every third of it happens within the test
     b = make_worker(ctx, "worker-b", lease=lease)
     taken: list[int] = []
@@ -251,7 +253,7 @@ async def test_a_create_in_flight_longer_than_the_lease_is_not_created_again_by_
                     await asyncio.sleep(0.02)
         taken.append(await b.run_once())  # … and another worker tries to take the company and do its work
 
-    link = SlowLink(ctx, rounds=4, step=timedelta(seconds=0.4), meanwhile=meanwhile)
+    link = SlowLink(ctx, sandbox, rounds=4, step=timedelta(seconds=0.4), meanwhile=meanwhile)
     http = httpx.AsyncClient(transport=link)
     a = make_worker(
         ctx,
@@ -273,8 +275,9 @@ async def test_a_create_in_flight_longer_than_the_lease_is_not_created_again_by_
 
 
 # ---------------------------------------------------------------------------------------------------- item 17
-async def test_a_killed_workers_companies_are_taken_over_one_lease_later_and_end_in_sync(ctx: AppContext) -> None:
-    sandbox = sandbox_of(ctx)
+async def test_a_killed_workers_companies_are_taken_over_one_lease_later_and_end_in_sync(
+    sandbox: Sandbox, ctx: AppContext
+) -> None:
     group = await fleet(ctx, sandbox, companies=3)
     for i in range(3):
         await change(ctx, group.tenant_id, f"c-{i}", 4 + i, sequence=1, effective_at=day(3))
@@ -318,10 +321,9 @@ async def test_a_killed_workers_companies_are_taken_over_one_lease_later_and_end
 
 # ---------------------------------------------------------------------------------------------------- item 8
 async def test_a_job_failing_with_a_non_cw_error_is_parked_after_max_attempts(
-    ctx: AppContext, status_of: StatusOf
+    sandbox: Sandbox, ctx: AppContext, status_of: StatusOf
 ) -> None:
-    sandbox = sandbox_of(ctx)
-    group, _, agreement = await one_company(ctx)
+    group, _, agreement = await one_company(ctx, sandbox)
     poisoned = {"on": True, "attempts": 0}
 
     async def poison(at: str) -> None:
@@ -349,10 +351,9 @@ async def test_a_job_failing_with_a_non_cw_error_is_parked_after_max_attempts(
 
 # ---------------------------------------------------------------------------------------------------- item 18
 async def test_a_patch_whose_answer_was_lost_is_read_back_as_ours_though_cw_drops_the_trailing_zero(
-    ctx: AppContext, status_of: StatusOf
+    sandbox: Sandbox, ctx: AppContext, status_of: StatusOf
 ) -> None:
-    sandbox = sandbox_of(ctx)
-    group, pk, agreement = await one_company(ctx)
+    group, pk, agreement = await one_company(ctx, sandbox)
     worker = make_worker(ctx, "worker-a")
     await work(ctx, worker)
     proration = lines_of(sandbox, agreement)[Kind.proration]
@@ -412,17 +413,16 @@ class LateLink(httpx.AsyncBaseTransport):
 
 
 @pytest.fixture
-async def late_link(ctx: AppContext) -> AsyncIterator[LateLink]:
-    link = LateLink(sandbox_of(ctx))
+async def late_link(sandbox: Sandbox) -> AsyncIterator[LateLink]:
+    link = LateLink(sandbox)
     yield link
     await link.cw.aclose()
 
 
 async def test_a_write_cw_applies_after_the_client_gave_up_is_ours_and_corrected_not_drift(
-    ctx: AppContext, status_of: StatusOf, late_link: LateLink
+    sandbox: Sandbox, ctx: AppContext, status_of: StatusOf, late_link: LateLink
 ) -> None:
-    sandbox = sandbox_of(ctx)
-    group, _, agreement = await one_company(ctx)
+    group, _, agreement = await one_company(ctx, sandbox)
     http = httpx.AsyncClient(transport=late_link)
     worker = make_worker(
         ctx, "worker-a", client_factory=lambda _t: ConnectWiseClient(http, SANDBOX_CREDENTIALS, attempts=3)
