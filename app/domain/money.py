@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 PRICE_PLACES = 4
 _PRICE_QUANTUM = Decimal(1).scaleb(-PRICE_PLACES)
@@ -35,6 +35,33 @@ def is_valid_price(value: Decimal) -> bool:
     """A unit price or cost: finite, not negative, at most 4 decimals, below 10^14."""
     # Magnitude before quantize: quantizing a huge value raises instead of answering.
     return value.is_finite() and 0 <= value < Decimal(10) ** 14 and value == value.quantize(_PRICE_QUANTUM)
+
+
+MONEY_FIELDS = frozenset({"unit_price", "unit_cost", "price", "cost", "amount"})
+
+
+def money_text(value: Decimal) -> str:
+    """Money in every API answer and record: a decimal string with at least two places and more only when the value
+    has them (prices keep up to 4): `3` → "3.00", `2.5` → "2.50", `3.125` → "3.125", `3.0000` → "3.00"."""
+    try:
+        cents = value.quantize(Decimal("0.01"))
+        if value == cents:
+            return f"{cents}"
+    except InvalidOperation:  # beyond Decimal's precision (only ever a value read from CW): as it is
+        pass
+    return f"{value.normalize():f}"
+
+
+def count_text(value: Decimal) -> str:
+    """A quantity: `9` → "9", `9.0` → "9", `2.50` → "2.5"."""
+    if value == value.to_integral_value():
+        return str(int(value))
+    return f"{value.normalize():f}"
+
+
+def decimal_text(field: str, value: Decimal) -> str:
+    """A named field's value as text: money for prices, costs and amounts, a count otherwise."""
+    return money_text(value) if field in MONEY_FIELDS else count_text(value)
 
 
 def format_money(amount: Decimal, currency: str, *, places: int | None = None) -> str:

@@ -43,7 +43,7 @@ from typing import Any
 
 from app.domain.billing import Billing, PeriodOwed, ProrationMode, native_layers, periods_to_account
 from app.domain.markers import Kind, Marker
-from app.domain.money import round_money
+from app.domain.money import decimal_text, round_money
 from app.domain.periods import Period
 from app.domain.texts import base_text, catch_up_text, delta_text, proration_text
 
@@ -134,7 +134,7 @@ class Operation:
             "agreement_id": self.agreement_id,
             "addition_id": self.addition_id,
             "reason": self.reason,
-            "changes": {k: _json(v) for k, v in self.changes.items()},
+            "changes": {k: _json(v, k) for k, v in self.changes.items()},
         }
 
 
@@ -151,7 +151,7 @@ class Drift:
         what = f"{self.marker.kind.value} line {self.addition_id or str(self.marker)}"
         if self.missing:
             return f"{what} is missing from ConnectWise"
-        parts = ", ".join(f"{k} {_json(w)} → {_json(f)}" for k, (w, f) in self.fields.items())
+        parts = ", ".join(f"{k} {_json(w, k)} → {_json(f, k)}" for k, (w, f) in self.fields.items())
         return f"{what} was edited in ConnectWise: {parts}"
 
 
@@ -527,9 +527,9 @@ def _fields(values: LineValues) -> dict[str, Any]:
     return {name: getattr(values, name) for name in MANAGED}
 
 
-def _json(value: Any) -> Any:
+def _json(value: Any, field: str) -> Any:
     if isinstance(value, Decimal):
-        return str(value)
+        return decimal_text(field, value)
     if isinstance(value, date):
         return value.isoformat()
     return value

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, Field, WithJsonSchema
 
-from app.domain.money import is_valid_price
+from app.domain.money import is_valid_price, money_text
 
 MONEY_PATTERN = r"^-?\d+\.\d{2,4}$"
 
@@ -37,15 +37,8 @@ MoneyStr = Annotated[str, Field(pattern=MONEY_PATTERN, examples=["3.00"])]
 
 
 def money_str(value: Decimal | None) -> str | None:
-    """`3` → "3.00", `3.125` → "3.125": at least the minor unit, never more places than stored."""
-    if value is None:
-        return None
-    try:
-        if value == value.quantize(Decimal("0.01")):
-            return f"{value.quantize(Decimal('0.01'))}"
-    except InvalidOperation:  # beyond Decimal's precision (only ever a value read from CW): show it as it is
-        pass
-    return f"{value.normalize():f}"
+    """Money as the API shows it (`app.domain.money.money_text`): "3.00", "2.50", "3.125"."""
+    return None if value is None else money_text(value)
 
 
 class Page(BaseModel):

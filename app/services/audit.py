@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import AuditEvent
 from app.db.repositories.audit import AuditFilter, audit_page
+from app.domain.money import decimal_text
 
 __all__ = ["AuditFilter", "audit_page", "jsonable", "record_audit"]
 
@@ -39,13 +40,18 @@ async def record_audit(
 
 
 def jsonable(value: Any) -> Any:
-    """Decimals as strings, datetimes and dates as ISO text: what JSON columns and API clients can hold."""
+    """Decimals as text (money: "3.00"; counts: "9"), datetimes and dates as ISO text: what JSON columns and API
+    clients can hold, in the API's one money format."""
+    return _jsonable(value, "")
+
+
+def _jsonable(value: Any, field: str) -> Any:
     if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
+        return {str(k): _jsonable(v, str(k)) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
+        return [_jsonable(v, field) for v in value]
     if isinstance(value, Decimal):
-        return str(value)
+        return decimal_text(field, value)
     if isinstance(value, datetime | date):
         return value.isoformat()
     return value

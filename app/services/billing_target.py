@@ -37,6 +37,7 @@ from app.domain.billing import (
 from app.domain.billing import PriceSetting as DomainPriceSetting
 from app.domain.history import Change, History
 from app.domain.markers import Marker, company_key, parse
+from app.domain.money import count_text, money_text
 from app.domain.periods import BillingCycle, local_day
 from app.domain.plan import Line, LineValues, Situation
 
@@ -46,10 +47,10 @@ DAYS = ("effective", "cancelled")
 
 def values_to_json(values: LineValues) -> dict[str, Any]:
     return {
-        "quantity": str(values.quantity),
-        "unit_price": str(values.unit_price),
-        "unit_cost": str(values.unit_cost),
-        "less_included": str(values.less_included),
+        "quantity": count_text(values.quantity),
+        "unit_price": money_text(values.unit_price),
+        "unit_cost": money_text(values.unit_cost),
+        "less_included": count_text(values.less_included),
         "effective": values.effective.isoformat(),
         "cancelled": values.cancelled.isoformat() if values.cancelled else None,
         "description": values.description,

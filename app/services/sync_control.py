@@ -19,6 +19,7 @@ from app.db.repositories.companies import (
     sync_states,
 )
 from app.domain.markers import is_ours
+from app.domain.money import count_text
 from app.errors import ConflictError
 from app.schemas.common import SyncCondition, money_str
 from app.schemas.sync import ReconciliationRead, ReconciliationRow, SyncRequest
@@ -221,7 +222,7 @@ async def reconciliation(session: AsyncSession, tenant_id: str, *, limit: int, o
                 company_id=company.external_id,
                 name=company.name,
                 portal_count=company.license_count,
-                cw_quantity=_decimal_text(held["quantity"]) if held else None,
+                cw_quantity=count_text(Decimal(str(held["quantity"]))) if held else None,
                 unit_price=money_str(price.unit_price),
                 cw_unit_price=money_str(Decimal(held["unit_price"])) if held else None,
                 unit_cost=money_str(price.unit_cost),
@@ -242,8 +243,3 @@ async def reconciliation(session: AsyncSession, tenant_id: str, *, limit: int, o
         discrepancies=await discrepancy_total(session, tenant_id),
         items=rows,
     )
-
-
-def _decimal_text(value: object) -> str:
-    number = Decimal(str(value))
-    return f"{number.normalize():f}" if number == number.to_integral_value() else str(number)

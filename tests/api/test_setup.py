@@ -131,7 +131,10 @@ async def test_the_whole_setup_with_and_without_an_override(
         "company.billing_changed",
     } <= actions
     price_change = next(
-        e for e in audit["items"] if e["action"] == "company.billing_changed" and e["after"].get("unit_price") == "2.5"
+        e
+        for e in audit["items"]
+        if e["action"] == "company.billing_changed"
+        and e["after"].get("unit_price") == "2.50"  # one money format everywhere
     )
     assert price_change["before"] == {"unit_price": None}
     assert all(CONNECTION["private_key"] not in str(e) for e in audit["items"])
