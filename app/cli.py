@@ -80,7 +80,7 @@ def cmd_tenant_create(args: argparse.Namespace) -> int:
 
     async def work(pair: Any) -> Any:
         ctx, session = pair
-        return await create_tenant(session, box=ctx.secrets, name=args.name)
+        return await create_tenant(session, box=ctx.secrets, name=args.name, allow_same_name=args.allow_same_name)
 
     created = _with_session(_settings(), work)
     values = {
@@ -96,6 +96,57 @@ def cmd_tenant_create(args: argparse.Namespace) -> int:
         for key, value in values.items():
             print(f"  {key:15} {value}")
         print("The client secret and webhook secret are shown once; store them now.")
+    return 0
+
+
+def cmd_tenant_list(args: argparse.Namespace) -> int:
+    from app.services.tenants import list_tenants
+
+    async def work(pair: Any) -> Any:
+        _ctx, session = pair
+        return [
+            {"tenant_id": t.id, "name": t.name, "billing_enabled": t.billing_enabled, "created_at": t.created_at}
+            for t in await list_tenants(session)
+        ]
+
+    rows = _with_session(_settings(), work)
+    if args.json:
+        print(json.dumps(rows, default=str))
+    else:
+        for row in rows:
+            print(f"{row['tenant_id']}  {row['name']}  (billing {'on' if row['billing_enabled'] else 'off'})")
+    return 0
+
+
+def cmd_client_list(args: argparse.Namespace) -> int:
+    from app.services.tenants import list_clients
+
+    async def work(pair: Any) -> Any:
+        _ctx, session = pair
+        return [
+            {"client_id": c.client_id, "name": c.name, "created_at": c.created_at, "revoked_at": c.revoked_at}
+            for c in await list_clients(session, args.tenant)
+        ]
+
+    rows = _with_session(_settings(), work)
+    if args.json:
+        print(json.dumps(rows, default=str))
+    else:
+        for row in rows:
+            state = f"revoked {row['revoked_at']:%Y-%m-%d %H:%M}" if row["revoked_at"] else "active"
+            print(f"{row['client_id']}  {row['name']}  ({state})")
+    return 0
+
+
+def cmd_client_revoke(args: argparse.Namespace) -> int:
+    from app.services.tenants import revoke_client
+
+    async def work(pair: Any) -> Any:
+        ctx, session = pair
+        client = await revoke_client(session, client_id=args.client_id, now=ctx.now())
+        return client.client_id
+
+    print(f"revoked {_with_session(_settings(), work)}: its tokens no longer work")
     return 0
 
 
@@ -243,37 +294,49 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("serve", help="migrate the database, then serve the API (and the in-process worker)")
-    p.add_argument("--host")
-    p.add_argument("--port", type=int)
-    p.add_argument("--no-migrate", action="store_true")
+    p.add_argument("--host", help="address to listen on (default: HOST)")
+    p.add_argument("--port", type=int, help="port to listen on (default: PORT)")
+    p.add_argument("--no-migrate", action="store_true", help="do not upgrade the schema first")
     p.set_defaults(func=cmd_serve)
 
     sub.add_parser("migrate", help="upgrade the database schema to head").set_defaults(func=cmd_migrate)
 
+    tenant_id_help = "the tenant's id (a UUID, as `tenant create` printed it; `tenant list` shows them)"
     tenant = sub.add_parser("tenant", help="manage tenants (MSPs)").add_subparsers(dest="action", required=True)
     p = tenant.add_parser("create", help="create a tenant with a first API client and a webhook secret")
-    p.add_argument("--name", required=True)
+    p.add_argument("--name", required=True, help="the MSP's name (must be new, ignoring case)")
+    p.add_argument("--allow-same-name", action="store_true", help="create it even if another tenant has this name")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_tenant_create)
+    p = tenant.add_parser("list", help="every tenant: id, name, whether billing is on")
+    p.add_argument("--json", action="store_true", help="print one JSON array")
+    p.set_defaults(func=cmd_tenant_list)
 
     client = sub.add_parser("client", help="manage API clients").add_subparsers(dest="action", required=True)
     p = client.add_parser("create", help="issue another API client for a tenant")
-    p.add_argument("--tenant", required=True)
-    p.add_argument("--name", default="default")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--tenant", required=True, help=tenant_id_help)
+    p.add_argument("--name", default="default", help="a label for the client (who uses it)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_client_create)
+    p = client.add_parser("list", help="a tenant's API clients (never their secrets)")
+    p.add_argument("--tenant", required=True, help=tenant_id_help)
+    p.add_argument("--json", action="store_true", help="print one JSON array")
+    p.set_defaults(func=cmd_client_list)
+    p = client.add_parser("revoke", help="revoke an API client: its tokens stop working at once")
+    p.add_argument("client_id", help="the client's id (cwbs_…)")
+    p.set_defaults(func=cmd_client_revoke)
 
     whs = sub.add_parser("webhook-secret", help="portal webhook signing secrets").add_subparsers(
         dest="action", required=True
     )
     p = whs.add_parser("rotate", help="issue a new secret; the old one stays valid for a grace period")
-    p.add_argument("--tenant", required=True)
-    p.add_argument("--grace-hours", type=int)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--tenant", required=True, help=tenant_id_help)
+    p.add_argument("--grace-hours", type=int, help="hours the previous secret stays valid (default: settings)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_webhook_secret_rotate)
 
     p = sub.add_parser("worker", help="run a sync worker process (scale-out on PostgreSQL)")
-    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--concurrency", type=int, default=8, help="companies reconciled at once (default: 8)")
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("demo", help="walk the whole story against the sandbox and print the agreements")
@@ -281,8 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("sandbox", help="run the standalone ConnectWise sandbox")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8090)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8090, help="port to listen on (default: 8090)")
     p.add_argument("--rate-limit", type=int, default=0, help="requests per minute answered with 429 beyond")
     p.add_argument("--fault-rate", type=float, default=0.0, help="share of API calls that fail at random")
     p.add_argument("--latency", type=float, default=0.0, help="seconds added to every API call")
@@ -296,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sandbox)
 
     p = sub.add_parser("openapi", help="export the OpenAPI document")
-    p.add_argument("--output", default=str(OPENAPI_PATH))
+    p.add_argument("--output", default=str(OPENAPI_PATH), help=f"where to write it (default: {OPENAPI_PATH})")
     p.add_argument("--check", action="store_true", help="fail if the file differs from the app")
     p.set_defaults(func=cmd_openapi)
 

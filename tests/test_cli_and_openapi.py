@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -97,3 +98,63 @@ def test_cli_refuses_a_short_signing_key(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "JWT_SIGNING_KEY" in result.stderr
     assert "at least 32" in result.stderr
+
+
+async def test_tenants_and_clients_are_listed_a_client_is_revoked_and_a_taken_name_refused(
+    cli_database: str, settings: Settings
+) -> None:
+    created = json.loads(_cli("tenant", "create", "--name", "Fabrikam", "--json", database_url=cli_database).stdout)
+    twice = _cli("tenant", "create", "--name", "fabrikam ", database_url=cli_database)
+    assert twice.returncode == 2
+    assert "already called" in twice.stderr
+    assert "--allow-same-name" in twice.stderr
+    meant = _cli("tenant", "create", "--name", "Fabrikam", "--allow-same-name", "--json", database_url=cli_database)
+    assert meant.returncode == 0, meant.stderr
+
+    tenants = json.loads(_cli("tenant", "list", "--json", database_url=cli_database).stdout)
+    assert [t["name"] for t in tenants] == ["Fabrikam", "Fabrikam"]
+    assert created["tenant_id"] in {t["tenant_id"] for t in tenants}
+
+    clients = _cli("client", "list", "--tenant", created["tenant_id"], "--json", database_url=cli_database)
+    listed = json.loads(clients.stdout)
+    assert [(c["client_id"], c["revoked_at"]) for c in listed] == [(created["client_id"], None)]
+    assert created["client_secret"] not in clients.stdout  # never the secret
+
+    app = create_app(settings.model_copy(update={"database_url": cli_database}))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+        token = await http.post(
+            "/api/v1/auth/token", data={"client_id": created["client_id"], "client_secret": created["client_secret"]}
+        )
+        headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
+        assert (await http.get("/api/v1/auth/whoami", headers=headers)).status_code == 200
+        revoked = _cli("client", "revoke", created["client_id"], database_url=cli_database)
+        assert revoked.returncode == 0, revoked.stderr
+        assert (await http.get("/api/v1/auth/whoami", headers=headers)).status_code == 401  # at once
+    await app.state.ctx.engine.dispose()
+    after = json.loads(
+        _cli("client", "list", "--tenant", created["tenant_id"], "--json", database_url=cli_database).stdout
+    )
+    assert after[0]["revoked_at"] is not None
+    unknown = _cli("client", "revoke", "cwbs_nope", database_url=cli_database)
+    assert (unknown.returncode, unknown.stderr.strip()) == (2, "error: No API client cwbs_nope")
+
+
+def test_every_cli_option_says_what_it_takes() -> None:
+    """`--help` explains every option (is `--tenant` an id or a name? the help says)."""
+    from app.cli import build_parser
+
+    def parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+        found = [parser]
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    found += parsers(sub)
+        return found
+
+    silent = [
+        f"{p.prog} {'/'.join(a.option_strings) or a.dest}"
+        for p in parsers(build_parser())
+        for a in p._actions
+        if not isinstance(a, argparse._HelpAction | argparse._SubParsersAction) and not a.help
+    ]
+    assert silent == []

@@ -12,8 +12,7 @@ from app.services.cw_connections import (
     MissingSecretError,
     NotConnectedError,
     UnsafeSiteUrlError,
-    check_connection,
-    client_for,
+    check_and_requeue,
     connection_view,
     get_connection,
     save_connection,
@@ -48,7 +47,9 @@ async def put_cw_connection(
     "/connection/test",
     response_model=ConnectionTestResult,
     summary="Codebase lookup, system info and a permission check for everything the sync needs",
+    description="Changes nothing in ConnectWise. When every check passes, companies whose sync failed or keeps "
+    "retrying are queued again at once (`requeued`).",
     responses=error_responses(NotAuthenticatedError, NotConnectedError),
 )
 async def test_cw_connection(principal: PrincipalDep, session: SessionDep, ctx: ContextDep) -> ConnectionTestResult:
-    return await check_connection(client_for(ctx, await get_connection(session, principal.tenant_id)))
+    return await check_and_requeue(session, ctx, principal.tenant_id, now=ctx.now())

@@ -15,6 +15,7 @@ from app.errors import NotAuthenticatedError, NotFoundError, UnprocessableError
 from app.schemas.sync import (
     BulkApprove,
     BulkApproveResult,
+    BulkRetryResult,
     ChargesResponse,
     PeriodsResponse,
     PreviewRequest,
@@ -171,3 +172,13 @@ async def approve_all(
 ) -> BulkApproveResult:
     approved = await sync_control.approve_all(session, principal, body.company_ids, now=ctx.now())
     return BulkApproveResult(approved=approved)
+
+
+@router.post(
+    "/reconciliation/retry",
+    response_model=BulkRetryResult,
+    summary="Queue again every company whose sync failed or keeps retrying (after fixing the cause)",
+    responses=error_responses(NotAuthenticatedError),
+)
+async def retry_all(principal: PrincipalDep, session: SessionDep, ctx: ContextDep) -> BulkRetryResult:
+    return BulkRetryResult(requeued=await sync_control.retry_stuck(session, principal.tenant_id, now=ctx.now()))

@@ -47,6 +47,9 @@ class ConnectionTestResult(BaseModel):
     version: str | None
     is_cloud: bool | None
     checks: list[ConnectionCheck]
+    requeued: int = Field(
+        default=0, description="Companies whose failed or retrying sync was queued again because every check passed"
+    )
 
 
 class BillingSettingsRead(BaseModel):

@@ -185,6 +185,10 @@ class SyncStatus(BaseModel):
     cw_additions: dict[str, Any] | None = Field(description="What CW held at the last reconcile, by addition id")
 
 
+class BulkRetryResult(BaseModel):
+    requeued: int = Field(description="Companies queued again")
+
+
 class ReconciliationRow(BaseModel):
     company_id: str
     name: str

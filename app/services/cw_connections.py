@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable
+from datetime import datetime
 from typing import Literal
 
 from pydantic import SecretStr
@@ -18,6 +19,7 @@ from app.security.encryption import DecryptionError
 from app.security.principal import Principal
 from app.security.ssrf import Resolver, UnsafeSiteError, check_site_url, system_resolver
 from app.services.audit import record_audit
+from app.services.sync_schedule import requeue_stuck
 
 PRIVATE_KEY_PURPOSE = "cw_private_key"
 CLIENT_ID_PURPOSE = "cw_client_id"
@@ -205,6 +207,18 @@ async def _check(name: str, checks: list[ConnectionCheck], probe: Awaitable[str]
     return False
 
 
+async def check_and_requeue(
+    session: AsyncSession, ctx: AppContext, tenant_id: str, *, now: datetime
+) -> ConnectionTestResult:
+    """Test the connection; when every check passes, the companies whose sync failed or keeps retrying (on bad keys,
+    missing permissions, an unreachable site) are queued again at once (`requeued`)."""
+    result = await check_connection(client_for(ctx, await get_connection(session, tenant_id)))
+    if result.ok:
+        requeued = await requeue_stuck(session, tenant_id=tenant_id, reason="connection_fixed", at=now)
+        result = result.model_copy(update={"requeued": requeued})
+    return result
+
+
 async def check_connection(client: ConnectWiseClient) -> ConnectionTestResult:
     """Codebase lookup, system info and a permission check for everything the sync needs; changes nothing."""
     checks: list[ConnectionCheck] = []
@@ -212,13 +226,12 @@ async def check_connection(client: ConnectWiseClient) -> ConnectionTestResult:
     agreement_id: int | None = None
 
     async def codebase() -> str:
-        await client.base_url()
-        info = client.company_info
-        return f"codebase {info.codebase if info else '?'}"
+        base = await client.base_url()  # https://{host}/{codebase}apis/3.0, looked up or remembered
+        return f"codebase {base.split('/')[3]}/ at {base.split('/')[2]} (the login company exists)"
 
     async def system_info() -> str:
         nonlocal version, is_cloud
-        info = await client.system_info()
+        info = await client.system_info()  # the first call that needs the keys: a wrong key fails here
         version, is_cloud = info.version, info.is_cloud
         return f"ConnectWise {info.version} ({'cloud' if info.is_cloud else 'on-premise'})"
 

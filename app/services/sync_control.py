@@ -30,7 +30,7 @@ from app.services.billing_setup import get_product
 from app.services.billing_views import NotReadyError
 from app.services.mapping import effective_price
 from app.services.sync_condition import Condition, condition
-from app.services.sync_schedule import schedule_sync
+from app.services.sync_schedule import requeue_stuck, schedule_sync
 from app.services.tenants import get_tenant
 
 
@@ -171,6 +171,11 @@ async def approve_all(
             await _approve(session, principal, company, state, now=now)
             approved.append(company.external_id)
     return sorted(approved)
+
+
+async def retry_stuck(session: AsyncSession, tenant_id: str, *, now: datetime) -> int:
+    """Every company whose sync failed or keeps retrying, queued again at once."""
+    return await requeue_stuck(session, tenant_id=tenant_id, reason="manual_retry", at=now)
 
 
 async def reconciliation(session: AsyncSession, tenant_id: str, *, limit: int, offset: int) -> ReconciliationRead:

@@ -106,6 +106,21 @@ async def schedule_tenant(
     return len(ids)
 
 
+async def requeue_stuck(session: AsyncSession, *, tenant_id: str, reason: str, at: datetime) -> int:
+    """Queue again, at once, every company of the tenant whose sync failed (parked) or is retrying: after the
+    cause was fixed (the connection test passed, or the MSP asks for a bulk retry). How many."""
+    ids = list(
+        await session.scalars(
+            select(SyncState.company_id).where(
+                SyncState.tenant_id == tenant_id,
+                (SyncState.status == SyncStatus.failed) | (SyncState.status == SyncStatus.retrying),
+            )
+        )
+    )
+    await mark_many_due(session, [Due(company_id=i, tenant_id=tenant_id, due_at=at) for i in ids], reason=reason)
+    return len(ids)
+
+
 @dataclass(frozen=True, slots=True)
 class Due:
     company_id: str

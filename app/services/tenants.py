@@ -7,12 +7,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.db.base import utcnow
 from app.db.models import ApiClient, Tenant, WebhookSecret
-from app.errors import NotFoundError
+from app.errors import ConflictError, NotFoundError
 from app.security.credentials import hash_client_secret, new_client_id, new_client_secret, new_webhook_secret
 from app.security.encryption import SecretBox
 from app.services.audit import record_audit
@@ -39,6 +39,40 @@ async def get_tenant(session: AsyncSession, tenant_id: str) -> Tenant:
     if tenant is None:
         raise NotFoundError(f"No tenant {tenant_id}")
     return tenant
+
+
+class TenantExistsError(ConflictError):
+    code = "tenant_exists"
+    title = "A tenant with this name exists"
+
+
+async def list_tenants(session: AsyncSession) -> list[Tenant]:
+    return list(await session.scalars(select(Tenant).order_by(Tenant.name, Tenant.id)))
+
+
+async def list_clients(session: AsyncSession, tenant_id: str) -> list[ApiClient]:
+    await get_tenant(session, tenant_id)
+    return list(
+        await session.scalars(select(ApiClient).where(ApiClient.tenant_id == tenant_id).order_by(ApiClient.created_at))
+    )
+
+
+async def revoke_client(session: AsyncSession, *, client_id: str, now: datetime) -> ApiClient:
+    """Revoke an API client: its tokens stop working at once (every request checks the client)."""
+    client = await session.scalar(select(ApiClient).where(ApiClient.client_id == client_id))
+    if client is None:
+        raise NotFoundError(f"No API client {client_id}")
+    if client.revoked_at is None:
+        client.revoked_at = now
+        await record_audit(
+            session,
+            tenant_id=client.tenant_id,
+            actor="cli",
+            action="api_client.revoked",
+            object_type="api_client",
+            object_id=client.client_id,
+        )
+    return client
 
 
 async def create_client(session: AsyncSession, *, tenant_id: str, name: str = "default") -> IssuedClient:
@@ -112,7 +146,17 @@ async def webhook_secret_entries(
     ]
 
 
-async def create_tenant(session: AsyncSession, *, box: SecretBox, name: str) -> NewTenant:
+async def create_tenant(
+    session: AsyncSession, *, box: SecretBox, name: str, allow_same_name: bool = False
+) -> NewTenant:
+    """A tenant with a first API client and a webhook secret. A name another tenant has is refused (two MSPs under
+    one name are a typo more often than not) unless `allow_same_name`."""
+    if not allow_same_name:
+        same = await session.scalar(select(Tenant.id).where(func.lower(Tenant.name) == name.strip().lower()).limit(1))
+        if same is not None:
+            raise TenantExistsError(
+                f"Tenant {same} is already called {name!r}; pass --allow-same-name if that is meant"
+            )
     tenant = Tenant(name=name)
     session.add(tenant)
     await session.flush()
