@@ -27,6 +27,7 @@ from app.services.billing_views import NotReadyError
 from app.services.companies import companies_page, get_company, save_company
 from app.services.cw_connections import NotConnectedError, tenant_client
 from app.services.mapping import (
+    AgreementSharedError,
     MappingConflictError,
     MappingRejectedError,
     company_view,
@@ -158,7 +159,12 @@ async def suggestions(
     summary="Map the company to its CW company and agreement (adopts an existing addition)",
     responses={
         **error_responses(
-            NotAuthenticatedError, NotFoundError, NotConnectedError, MappingRejectedError, MappingConflictError
+            NotAuthenticatedError,
+            NotFoundError,
+            NotConnectedError,
+            MappingRejectedError,
+            MappingConflictError,
+            AgreementSharedError,
         ),
         **CW_ERROR_RESPONSES,
     },
@@ -180,6 +186,7 @@ async def put_mapping(
         cw_agreement_id=body.cw_agreement_id,
         actor=principal.actor,
         now=ctx.now(),
+        share_agreement=body.share_agreement,
     )
     return await company_view(session, company)
 

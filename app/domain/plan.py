@@ -503,9 +503,13 @@ def _converge_base(
                 target = keep.current.replace(cancelled=None)  # billing F again, as wanted
         else:
             target = wanted
-            if slot is not None and slot.current is not None:  # keep the slot's own text, bill the wanted values
+            if slot is not None and slot.current is not None:  # bill the wanted values; an adopted line keeps its text
                 target = slot.current.replace(
-                    quantity=wanted.quantity, unit_price=wanted.unit_price, unit_cost=wanted.unit_cost, cancelled=None
+                    quantity=wanted.quantity,
+                    unit_price=wanted.unit_price,
+                    unit_cost=wanted.unit_cost,
+                    cancelled=None,
+                    description=slot.current.description if slot.adopted else wanted.description,
                 )
             keep = slot
     to_end = [line for line in running if line is not keep and line.current is not None]

@@ -94,6 +94,11 @@ class SuggestionRead(BaseModel):
 class MappingUpdate(BaseModel):
     cw_company_id: int = Field(ge=1, le=2**31 - 1)
     cw_agreement_id: int = Field(ge=1, le=2**31 - 1)
+    share_agreement: bool = Field(
+        default=False,
+        description="Map it although another portal company is mapped to this agreement (otherwise 409 "
+        "`agreement_shared`); each company's lines then carry its name",
+    )
 
 
 class BillingUpdate(BaseModel):

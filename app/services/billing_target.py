@@ -9,7 +9,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import (
@@ -119,6 +119,7 @@ class Target:
     next_invoice_date: date | None
     agreement_checked_at: datetime | None
     tracked: tuple[TrackedRow, ...] = field(default=())
+    shared_agreement: bool = False  # another portal company is mapped to the same agreement (its lines name this one)
 
     @property
     def key(self) -> str:
@@ -137,6 +138,7 @@ class Target:
             product_text=self.product_text,
             next_invoice=invoiced,
             overwrite_drift=overwrite_drift or self.drift_policy == "overwrite",
+            label=self.company_name if self.shared_agreement else None,
         )
 
 
@@ -145,6 +147,23 @@ def _group(rows: Iterable[Any], key: str) -> dict[Any, list[Any]]:
     for row in rows:
         grouped.setdefault(getattr(row, key), []).append(row)
     return grouped
+
+
+async def shared_agreements(session: AsyncSession, companies: Sequence[Company]) -> set[tuple[str, int]]:
+    """(tenant, agreement) pairs among these companies' agreements that more than one portal company is mapped to."""
+    agreements = sorted({c.cw_agreement_id for c in companies if c.cw_agreement_id is not None})
+    if not agreements:
+        return set()
+    rows = await session.execute(
+        select(Company.tenant_id, Company.cw_agreement_id)
+        .where(
+            Company.tenant_id.in_(sorted({c.tenant_id for c in companies})),
+            Company.cw_agreement_id.in_(agreements),
+        )
+        .group_by(Company.tenant_id, Company.cw_agreement_id)
+        .having(func.count() > 1)
+    )
+    return {(tenant_id, agreement_id) for tenant_id, agreement_id in rows if agreement_id is not None}
 
 
 async def load_targets(
@@ -190,6 +209,7 @@ async def load_targets(
         ),
         "company_id",
     )
+    shared = await shared_agreements(session, companies)
     targets = {}
     for company in companies:
         tenant = tenants[company.tenant_id]
@@ -234,6 +254,7 @@ async def load_targets(
             next_invoice_date=company.next_invoice_date,
             agreement_checked_at=company.agreement_checked_at,
             tracked=tuple(row for row in map(_tracked_row, tracked.get(company.id, [])) if row is not None),
+            shared_agreement=(tenant.id, company.cw_agreement_id) in shared,
         )
     return targets
 

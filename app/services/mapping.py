@@ -62,6 +62,11 @@ class MappingConflictError(ConflictError):
     title = "This mapping would bill the same licenses twice or leave days unbilled"
 
 
+class AgreementSharedError(ConflictError):
+    code = "agreement_shared"
+    title = "Another portal company is mapped to this agreement"
+
+
 def effective_price(company: Company, product: BillingProduct | None) -> EffectivePrice:
     """The company's override where it has one, else the product's default."""
     return resolve_price(
@@ -168,8 +173,12 @@ async def map_company(
     cw_agreement_id: int,
     actor: str,
     now: datetime,
+    share_agreement: bool = False,
 ) -> None:
     """Map the company to an agreement (DESIGN §5, agreement changes).
+
+    * An agreement another portal company of the tenant is mapped to is refused (409 naming it) unless
+      `share_agreement`: then each company's lines name it, and each sees only its own lines as its own.
 
     * A first mapping bills on the agreement from the period containing today; a live addition of the product that
       is already there is adopted (its quantity is the company's count from its effective date) instead of creating
@@ -180,6 +189,23 @@ async def map_company(
     product = await session.get(BillingProduct, tenant.id)
     if product is None:
         raise MappingRejectedError("Map the product first (PUT or POST /api/v1/billing/product)")
+    others = list(
+        await session.scalars(
+            select(Company.external_id)
+            .where(
+                Company.tenant_id == tenant.id,
+                Company.cw_agreement_id == cw_agreement_id,
+                Company.id != company.id,
+            )
+            .order_by(Company.external_id)
+        )
+    )
+    if others and not share_agreement:
+        raise AgreementSharedError(
+            f"Agreement {cw_agreement_id} already bills portal company {', '.join(others)}; map this one to its own "
+            'agreement, or send "share_agreement": true if both belong on it (each one\'s lines then name it)',
+            extra={"companies": others},
+        )
     try:
         cw_company = await client.get_company(cw_company_id)
     except CWNotFoundError:
@@ -267,11 +293,17 @@ async def map_company(
         actor=actor,
         action="company.mapped",
         before=before,
-        after=_mapping_dict(company) | {"from_day": from_day, "adopted_addition_id": adopted_id},
+        after=_mapping_dict(company)
+        | {"from_day": from_day, "adopted_addition_id": adopted_id}
+        | ({"shares_agreement_with": others} if others else {}),
         reason="mapping_changed",
         status_reason="mapped",
         now=now,
     )
+    for other in await session.scalars(
+        select(Company).where(Company.tenant_id == tenant.id, Company.external_id.in_(others))
+    ):  # their lines now name their company too
+        await schedule_if_wanted(session, tenant=tenant, company=other, reason="agreement_shared", at=now)
 
 
 async def unmap_company(session: AsyncSession, *, tenant: Tenant, company: Company, actor: str, now: datetime) -> date:
