@@ -11,7 +11,18 @@ from datetime import timedelta
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.api import auth, billing, companies, connection, deliveries, health, openapi_components, sync, webhooks
+from app.api import (
+    auth,
+    billing,
+    companies,
+    connection,
+    deliveries,
+    docs,
+    health,
+    openapi_components,
+    sync,
+    webhooks,
+)
 from app.api.problems import install_connectwise_handlers, install_problem_handlers
 from app.clock import Clock
 from app.connectwise.sandbox.app import Sandbox, SandboxTransport
@@ -69,12 +80,16 @@ def create_app(
         title=API_TITLE,
         version=API_VERSION,
         summary="Keeps ConnectWise Manage agreement additions in step with vendor-portal license counts.",
+        description=docs.INTRODUCTION,
+        docs_url=None,  # served by app/api/docs.py, without a CDN
+        redoc_url=None,
         lifespan=lifespan,
         telemetry=None if settings.otel_enabled else {"tracing": False, "metrics": False, "logs": False},
     )
     app.state.ctx = ctx
     app.state.sandbox = sandbox  # for tests, benchmarks and the demo; the service never reads it
     app.state.worker = None
+    docs.install_docs(app)
     install_problem_handlers(app)
     install_connectwise_handlers(app)
     app.add_middleware(webhooks.WebhookFastPath, api=app)

@@ -11,7 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
+from app.context import AppContext
 from app.security.webhooks import verify
+from app.sync.worker import Worker
 from tests.conftest import TenantFactory
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,7 +65,22 @@ def parse_curl(line: str, variables: dict[str, str]) -> dict[str, Any]:
     }
 
 
-async def test_every_readme_curl_example_works(client: httpx.AsyncClient, make_tenant: TenantFactory) -> None:
+@pytest.mark.parametrize(
+    "today",
+    [
+        None,  # the real date, whatever it is when the suite runs
+        datetime(2026, 11, 16, 15, 0, tzinfo=UTC),
+        datetime(2026, 12, 31, 23, 30, tzinfo=UTC),  # already 1 January 2027 in Europe/Berlin (step 2's timezone)
+        datetime(2028, 2, 29, 12, 0, tzinfo=UTC),
+    ],
+    ids=["real-clock", "mid-november", "new-year-in-berlin", "leap-day"],
+)
+async def test_every_readme_curl_example_works(
+    client: httpx.AsyncClient, make_tenant: TenantFactory, ctx: AppContext, today: datetime | None
+) -> None:
+    """The walk-through depends on no date: it runs as written on any day."""
+    if today is not None:
+        ctx.clock.freeze(today)
     tenant = await make_tenant("Contoso IT")
     variables = {
         "API": "http://testserver",
@@ -94,6 +111,11 @@ async def test_every_readme_curl_example_works(client: httpx.AsyncClient, make_t
         )
     ).text
     assert "Agreement 'Managed Services'" in text
+    await Worker(ctx, full_reconcile_every=None).drain()
+    status = (
+        await client.get("/api/v1/companies/c-42/sync", headers={"Authorization": f"Bearer {variables['TOKEN']}"})
+    ).json()
+    assert status["status"] == "in_sync", status
 
 
 def _worked_example() -> dict[str, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import multiprocessing
+import re
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -277,3 +278,18 @@ def test_routers_hold_no_sql() -> None:
                 offenders.append(f"{path.name}:{node.lineno}: .{node.attr}(…)")
     assert list((APP_DIR / "api").rglob("*.py")), "app/api has no modules to check"
     assert offenders == []
+
+
+async def test_the_docs_page_needs_no_internet(client: httpx.AsyncClient) -> None:
+    """`/docs` loads Swagger UI from the service itself: every script and stylesheet it names is served here."""
+    page = await client.get("/docs")
+    assert page.status_code == 200
+    assets = re.findall(r"""(?:src|href)=['"]([^'"]+)['"]""", page.text)
+    assert assets, "the docs page names no assets"
+    assert [a for a in assets if "://" in a or a.startswith("//")] == []  # nothing from a CDN
+    for asset in assets:
+        served = await client.get(asset)
+        assert served.status_code == 200, asset
+        assert served.content, asset
+    spec = (await client.get("/openapi.json")).json()
+    assert "Money" in spec["info"]["description"]  # the document opens with an introduction
