@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -22,7 +23,7 @@ from app.db.base import utcnow
 from app.db.inbox import Entry, Stored, store_on_core, store_on_postgres
 from app.db.models import Company, LicenseChange, Tenant, WebhookInbox
 from app.services import intake_queue
-from app.services.intake_queue import asyncpg_connect_args
+from app.services.intake_queue import BatchWriter, OpenWriter, asyncpg_connect_args
 from app.services.tenants import NewTenant, rotate_webhook_secret
 from tests.conftest import TenantFactory
 from tests.webhook_helpers import apply_deliveries, license_event, signed_headers
@@ -31,6 +32,19 @@ from tests.webhook_helpers import apply_deliveries, license_event, signed_header
 @pytest.fixture
 async def tenant(make_tenant: TenantFactory) -> NewTenant:
     return await make_tenant("Batch MSP")
+
+
+def wrapped_writer(queue: intake_queue.IntakeQueue, wrap: Callable[[BatchWriter], BatchWriter]) -> OpenWriter:
+    """The queue's own way to the database, with each batch passed through `wrap` first (a failing or hanging
+    database), injected through the queue's `open_writer` seam."""
+    real = queue.open_writer
+
+    @contextlib.asynccontextmanager
+    async def open_writer() -> AsyncIterator[BatchWriter]:
+        async with real() as write:
+            yield wrap(write)
+
+    return open_writer
 
 
 def pg_dsn(ctx: AppContext) -> str:
@@ -74,17 +88,16 @@ async def test_a_delivery_the_database_refuses_fails_alone(
 ) -> None:
     poisoned_batches: list[int] = []
 
-    def refusing(real: Any) -> Any:
-        async def store(conn: Any, entries: list[Entry]) -> Any:
+    def refusing(write: BatchWriter) -> BatchWriter:
+        async def store(entries: list[Entry]) -> list[Stored]:
             if any(e.webhook_id == "poison" for e in entries):
                 poisoned_batches.append(len(entries))
                 raise RuntimeError("the database refused this batch")
-            return await real(conn, entries)
+            return await write(entries)
 
         return store
 
-    for name in ("store_on_core", "store_on_postgres"):  # whichever this database uses
-        monkeypatch.setattr(intake_queue, name, refusing(getattr(intake_queue, name)))
+    ctx.intake.open_writer = wrapped_writer(ctx.intake, refusing)
     ids = [f"ok-{i}" for i in range(10)] + ["poison"]
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)  # see the 500 as a client would
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
@@ -234,19 +247,18 @@ async def test_a_second_batch_waits_until_it_is_as_large_as_the_one_in_the_datab
     written: list[list[str]] = []
     gates: dict[str, asyncio.Event] = {}
 
-    async def held(batch: list[Any]) -> list[Stored]:
-        ids = [p.entry.webhook_id for p in batch]
+    async def held(batch: list[Entry]) -> list[Stored]:
+        ids = [e.webhook_id for e in batch]
         written.append(ids)
         gate = gates.setdefault(ids[0], asyncio.Event())
         await gate.wait()
         return [Stored.stored for _ in batch]
 
     @contextlib.asynccontextmanager
-    async def fake_connect(self: intake_queue.IntakeQueue) -> Any:
+    async def fake_database() -> AsyncIterator[BatchWriter]:
         yield held
 
-    monkeypatch.setattr(intake_queue.IntakeQueue, "_connect", fake_connect)
-    queue = intake_queue.IntakeQueue(ctx.engine, ctx.metrics, writers=2)
+    queue = intake_queue.IntakeQueue(ctx.engine, ctx.metrics, writers=2, open_writer=fake_database)
 
     def submit(webhook_id: str) -> asyncio.Task[Stored]:
         entry = Entry("t", webhook_id, "x", utcnow(), "{}", {"type": "x"}, 1)
@@ -282,16 +294,16 @@ async def test_nothing_waits_without_bound_when_the_database_hangs(
     client: httpx.AsyncClient, tenant: NewTenant, ctx: AppContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     release = asyncio.Event()
-    real = {"core": intake_queue._apply_on_core, "postgres": intake_queue._apply_on_postgres}
 
-    async def hanging(kind: str, conn: Any, batch: list[Any]) -> list[Stored]:
-        await release.wait()  # a database that stopped answering
-        return await real[kind](conn, batch)
+    def hanging(write: BatchWriter) -> BatchWriter:
+        async def store(entries: list[Entry]) -> list[Stored]:
+            await release.wait()  # a database that stopped answering
+            return await write(entries)
 
-    monkeypatch.setattr(intake_queue, "_apply_on_core", lambda c, b: hanging("core", c, b))
-    monkeypatch.setattr(intake_queue, "_apply_on_postgres", lambda c, b: hanging("postgres", c, b))
-    monkeypatch.setattr(ctx.intake, "wait_seconds", 0.3)
-    monkeypatch.setattr(ctx.intake, "max_pending", 1)
+        return store
+
+    ctx.intake.open_writer = wrapped_writer(ctx.intake, hanging)
+    ctx.intake.wait_seconds, ctx.intake.max_pending = 0.3, 1
 
     async def post(webhook_id: str) -> httpx.Response:
         body = json.dumps(license_event("c-1", 2, sequence=int(webhook_id[-1])))

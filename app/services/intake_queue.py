@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.inbox import Entry, Stored, store_on_core, store_on_postgres
 from app.logging import get_logger
@@ -63,6 +63,10 @@ class _Pending:
     future: asyncio.Future[Stored]
 
 
+BatchWriter = Callable[[list[Entry]], Awaitable[list[Stored]]]  # stores one batch and commits it
+OpenWriter = Callable[[], contextlib.AbstractAsyncContextManager[BatchWriter]]
+
+
 class IntakeQueue:
     def __init__(
         self,
@@ -74,8 +78,12 @@ class IntakeQueue:
         wait_seconds: float = 30.0,
         writers: int | None = None,
         on_stored: Callable[[], None] | None = None,
+        open_writer: OpenWriter | None = None,
     ) -> None:
+        """`open_writer`: how a batch reaches the database (a context that yields a function storing one batch and
+        committing it); the engine's own by default. Tests inject a slow, failing or fake database here."""
         self._engine = engine
+        self.open_writer: OpenWriter = open_writer or self._connect
         self._metrics = metrics
         self.on_stored = on_stored
         self._max_batch = max_batch
@@ -129,7 +137,7 @@ class IntakeQueue:
             batch = self._start_batch()
             try:
                 # One connection for as long as batches keep coming (a checkout per batch would cost a round trip).
-                async with self._connect() as write:
+                async with self.open_writer() as write:
                     while True:
                         await self._write(write, batch)
                         self._end_batch(batch)
@@ -177,18 +185,18 @@ class IntakeQueue:
 
     async def _write_alone(self, pending: _Pending) -> None:
         try:
-            async with self._connect() as write:
+            async with self.open_writer() as write:
                 await self._write(write, [pending])
         except Exception as exc:
             log.exception("intake.failed", webhook_id=pending.entry.webhook_id)
             _settle(pending, exception=exc)
 
     @contextlib.asynccontextmanager
-    async def _connect(self) -> AsyncIterator[Callable[[list[_Pending]], Awaitable[list[Stored]]]]:
+    async def _connect(self) -> AsyncIterator[BatchWriter]:
         """A function that applies one batch and commits it, on a connection held for as long as this is open."""
         if self._engine.dialect.name != "postgresql":
             async with self._engine.connect() as conn:
-                yield functools.partial(_apply_on_core, conn)
+                yield functools.partial(store_on_core, conn)
             return
         if self._pool is None or (self._pool.done() and self._pool.exception() is not None):
             # One task makes the pool; every writer waits for it (a failed attempt is retried by the next batch).
@@ -203,26 +211,18 @@ class IntakeQueue:
             )
         pool = await asyncio.shield(self._pool)
         async with pool.acquire() as conn:
-            yield functools.partial(_apply_on_postgres, conn)
+            yield functools.partial(store_on_postgres, conn)
 
-    async def _write(self, write: Callable[[list[_Pending]], Awaitable[list[Stored]]], batch: list[_Pending]) -> None:
+    async def _write(self, write: BatchWriter, batch: list[_Pending]) -> None:
         """Store the batch; the futures are settled only after it has committed."""
         started = time.perf_counter()
-        results = await write(batch)
+        results = await write([p.entry for p in batch])
         self._metrics.intake_batch_size.observe(len(batch))
         self._metrics.intake_batch_latency.observe(time.perf_counter() - started)
         for pending, result in zip(batch, results, strict=True):
             _settle(pending, result=result)
         if self.on_stored is not None and Stored.stored in results:
             self.on_stored()
-
-
-async def _apply_on_postgres(conn: asyncpg.Connection, batch: list[_Pending]) -> list[Stored]:
-    return await store_on_postgres(conn, [p.entry for p in batch])
-
-
-async def _apply_on_core(conn: AsyncConnection, batch: list[_Pending]) -> list[Stored]:
-    return await store_on_core(conn, [p.entry for p in batch])
 
 
 async def keep_session(conn: asyncpg.Connection) -> None:

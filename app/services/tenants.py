@@ -101,7 +101,7 @@ async def rotate_webhook_secret(
     """Make a new current secret; the previous ones stay valid for `grace` (never longer than they already were)."""
     tenant = await get_tenant(session, tenant_id)
     tenant.secrets_version += 1
-    now = now or utcnow()
+    now = now or utcnow()  # real time: a secret's validity is a security check, not billing (app/clock.py)
     until = now + grace
     previous = await session.scalars(select(WebhookSecret).where(WebhookSecret.tenant_id == tenant_id))
     for old in previous:
