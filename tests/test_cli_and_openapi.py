@@ -158,3 +158,34 @@ def test_every_cli_option_says_what_it_takes() -> None:
         if not isinstance(a, argparse._HelpAction | argparse._SubParsersAction) and not a.help
     ]
     assert silent == []
+
+
+def test_every_operation_has_a_description_and_examples_that_match_its_schemas() -> None:
+    """`/docs` explains every operation and shows a realistic request and answer for it (recorded by
+    `python -m app.examples`); an example that no longer matches its schema fails here."""
+    import jsonschema
+
+    document = json.loads((ROOT / "openapi" / "openapi.json").read_text())
+    problems = []
+    for path, methods in document["paths"].items():
+        for method, operation in methods.items():
+            where = f"{method.upper()} {path}"
+            if not operation.get("description"):
+                problems.append(f"{where}: no description")
+            media = [("request", m) for m in operation.get("requestBody", {}).get("content", {}).values()] + [
+                (f"answer {status}", m)
+                for status, answer in operation["responses"].items()
+                if status.startswith("2")
+                for media_type, m in answer.get("content", {}).items()
+                if media_type.endswith("json")
+            ]
+            for what, content in media:
+                if "example" not in content:
+                    problems.append(f"{where}: {what} has no example")
+                    continue
+                schema = {**content.get("schema", {}), "components": document["components"]}
+                try:
+                    jsonschema.validate(content["example"], schema, cls=jsonschema.Draft202012Validator)
+                except jsonschema.ValidationError as exc:
+                    problems.append(f"{where}: {what} example does not match: {exc.message}")
+    assert problems == []

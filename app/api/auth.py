@@ -69,6 +69,8 @@ async def _read_token_request(request: Request) -> TokenRequest:
     },
 )
 async def issue_token(request: Request, ctx: ContextDep, session: SessionDep) -> TokenRead:
+    """Exchange an API client's id and secret (OAuth2 client credentials, as a form or JSON) for a bearer token valid
+    10 minutes. A revoked client or a wrong secret is 401 `invalid_client`."""
     body = await _read_token_request(request)
     client = await api_client(session, body.client_id)
     if (
@@ -93,4 +95,5 @@ class WhoAmI(BaseModel):
     responses=error_responses(NotAuthenticatedError),
 )
 async def whoami(principal: PrincipalDep) -> WhoAmI:
+    """The tenant and API client the bearer token belongs to: a quick check that a token works."""
     return WhoAmI(tenant_id=principal.tenant_id, client_id=principal.client_id)

@@ -42,6 +42,8 @@ router = APIRouter(prefix="/api/v1", tags=["billing"])
     responses=error_responses(NotAuthenticatedError),
 )
 async def get_billing_settings(principal: PrincipalDep, session: SessionDep) -> BillingSettingsRead:
+    """The tenant's billing settings: the master switch, timezone (which decides the day of a change), currency,
+    proration mode, decrease policy, sync mode (auto or review) and drift policy."""
     return billing_setup.settings_view(await get_tenant(session, principal.tenant_id))
 
 
@@ -54,6 +56,9 @@ async def get_billing_settings(principal: PrincipalDep, session: SessionDep) -> 
 async def patch_billing_settings(
     body: BillingSettingsUpdate, principal: PrincipalDep, session: SessionDep, ctx: ContextDep
 ) -> BillingSettingsRead:
+    """Change billing settings; fields left out stay as they are. `enabled` is the master switch: while it is off
+    nothing is written to ConnectWise. Turning it on, or changing how money is computed, queues every mapped company
+    for a reconcile."""
     return await billing_setup.update_settings(session, principal, body, now=ctx.now())
 
 
@@ -71,6 +76,8 @@ async def search_catalog(
     ctx: ContextDep,
     search: Annotated[str | None, Query(max_length=100)] = None,
 ) -> list[CatalogItemRead]:
+    """Search ConnectWise catalog items by identifier or description, each marked usable or not as an agreement
+    addition."""
     client = await tenant_client(ctx, session, principal.tenant_id)
     return [billing_setup.item_view(i) for i in await client.search_catalog(search, limit=50)]
 
@@ -83,6 +90,8 @@ async def search_catalog(
     responses={**error_responses(NotAuthenticatedError, NotConnectedError), **CW_ERROR_RESPONSES},
 )
 async def catalog_options(principal: PrincipalDep, session: SessionDep, ctx: ContextDep) -> CatalogOptions:
+    """The choices ConnectWise offers for creating a product: categories, subcategories, product types and units of
+    measure."""
     client = await tenant_client(ctx, session, principal.tenant_id)
 
     def options(items: list[cw.NamedItem]) -> list[CatalogOption]:
@@ -103,6 +112,8 @@ async def catalog_options(principal: PrincipalDep, session: SessionDep, ctx: Con
     responses=error_responses(NotAuthenticatedError, ProductNotMappedError),
 )
 async def get_product(principal: PrincipalDep, session: SessionDep) -> ProductRead:
+    """The catalog item licenses are billed as, with the tenant's default unit price and cost. 409 `product_not_mapped`
+    until one is mapped or created."""
     return billing_setup.product_view(await billing_setup.mapped_product(session, principal.tenant_id))
 
 
@@ -116,6 +127,8 @@ async def get_product(principal: PrincipalDep, session: SessionDep) -> ProductRe
     },
 )
 async def map_product(body: ProductMap, principal: PrincipalDep, session: SessionDep, ctx: ContextDep) -> ProductRead:
+    """Map an existing ConnectWise catalog item as the billed product, with a default price and cost (the item's own
+    when left out). Inactive items and bundles are refused with 422 `product_not_usable`."""
     client = await tenant_client(ctx, session, principal.tenant_id)
     return await billing_setup.map_product(session, principal, client, body, now=ctx.now())
 
@@ -130,6 +143,8 @@ async def map_product(body: ProductMap, principal: PrincipalDep, session: Sessio
 async def create_product(
     body: ProductCreate, principal: PrincipalDep, session: SessionDep, ctx: ContextDep
 ) -> ProductRead:
+    """Create a non-inventory catalog item in ConnectWise and map it as the billed product. An identifier CW already
+    has is 409 `product_exists` with its id: map that one with PUT instead."""
     client = await tenant_client(ctx, session, principal.tenant_id)
     return await billing_setup.create_product(session, principal, client, body, now=ctx.now())
 
@@ -143,6 +158,8 @@ async def create_product(
 async def patch_product(
     body: ProductDefaultsUpdate, principal: PrincipalDep, session: SessionDep, ctx: ContextDep
 ) -> ProductRead:
+    """Change the default unit price and/or cost. It applies from each default-priced company's next billing period
+    (days already past are never re-rated) and queues those companies for a reconcile."""
     return await billing_setup.update_product_defaults(session, principal, body, now=ctx.now())
 
 
@@ -164,6 +181,8 @@ async def list_audit_events(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> AuditPage:
+    """Who (which API client, the CLI or the sync) changed what, newest first, with the values before and after. Filter
+    by object, action or time. Secrets never appear."""
     where = AuditFilter(object_type=object_type, object_id=object_id, action=action, since=since)
     total, rows = await audit_page(session, principal.tenant_id, where, limit=limit, offset=offset)
     return AuditPage(

@@ -57,6 +57,9 @@ async def list_companies(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> CompanyPageRead:
+    """The portal's companies (created by `company.upserted` webhooks or PUT), a page at a time, each with its mapping,
+    effective price and cost, and sync status. Filter by mapping, billing or text (name, portal id or identifier;
+    `%` and `_` are literal)."""
     where = CompanyFilter(
         mapped=mapped, billing_enabled=billing_enabled, search=search, include_deleted=include_deleted
     )
@@ -70,6 +73,8 @@ async def list_companies(
     responses=error_responses(NotAuthenticatedError, NotFoundError),
 )
 async def read_company(company_id: CompanyPath, principal: PrincipalDep, session: SessionDep) -> CompanyRead:
+    """One company: its mapping, effective price and cost (and where they come from), and its sync status with the
+    cause and what to do."""
     return await company_view(
         session, await get_company(session, tenant_id=principal.tenant_id, external_id=company_id)
     )
@@ -84,6 +89,7 @@ async def read_company(company_id: CompanyPath, principal: PrincipalDep, session
 async def put_company(
     company_id: CompanyPath, body: CompanyUpsert, principal: PrincipalDep, session: SessionDep, ctx: ContextDep
 ) -> CompanyRead:
+    """Create a portal company or rename it; webhooks normally do this. The change is audited."""
     company = await save_company(session, principal, company_id, body, now=ctx.now())
     return await company_view(session, company)
 
@@ -101,6 +107,7 @@ async def search_cw_companies(
     ctx: ContextDep,
     search: Annotated[str | None, Query(max_length=100)] = None,
 ) -> list[CWCompanyRead]:
+    """Search ConnectWise companies by name or identifier (for mapping a portal company)."""
     client = await tenant_client(ctx, session, principal.tenant_id)
     return [
         CWCompanyRead(id=c.id, identifier=c.identifier, name=c.name, status=c.status.name if c.status else None)
@@ -121,6 +128,8 @@ async def list_cw_agreements(
     session: SessionDep,
     ctx: ContextDep,
 ) -> list[CWAgreementRead]:
+    """A ConnectWise company's agreements with type, status, billing cycle, bill start date and prorate switch (for
+    mapping)."""
     client = await tenant_client(ctx, session, principal.tenant_id)
     return [
         CWAgreementRead(
@@ -148,6 +157,8 @@ async def list_cw_agreements(
 async def suggestions(
     company_id: CompanyPath, principal: PrincipalDep, session: SessionDep, ctx: ContextDep
 ) -> list[SuggestionRead]:
+    """ConnectWise companies that may be this portal company, best first, each with the reason (same identifier, same
+    name, similar name). Suggestions are never applied by themselves."""
     company = await get_company(session, tenant_id=principal.tenant_id, external_id=company_id)
     client = await tenant_client(ctx, session, principal.tenant_id)
     return await suggest_matches(client, company)
@@ -172,6 +183,10 @@ async def suggestions(
 async def put_mapping(
     company_id: CompanyPath, body: MappingUpdate, principal: PrincipalDep, session: SessionDep, ctx: ContextDep
 ) -> CompanyRead:
+    """Map the company to its ConnectWise company and agreement. A first mapping bills from today's period and adopts a
+    live addition of the product already on the agreement; a move bills the old agreement through the current period
+    and the new one from the next. An agreement another portal company is mapped to is 409 `agreement_shared` unless
+    `share_agreement` is true."""
     company = await get_company(session, tenant_id=principal.tenant_id, external_id=company_id)
     if company.deleted_at is not None:
         raise MappingRejectedError(f"Company {company_id} was deleted in the portal")
@@ -200,6 +215,8 @@ async def put_mapping(
 async def delete_mapping(
     company_id: CompanyPath, principal: PrincipalDep, session: SessionDep, ctx: ContextDep
 ) -> CompanyRead:
+    """Unmap the company: its agreement bills through the end of the current period and nothing after (the next
+    period's line is ended). 409 when it is not mapped."""
     company = await get_company(session, tenant_id=principal.tenant_id, external_id=company_id)
     tenant = await get_tenant(session, principal.tenant_id)
     await unmap_company(session, tenant=tenant, company=company, actor=principal.actor, now=ctx.now())
@@ -215,6 +232,9 @@ async def delete_mapping(
 async def patch_billing(
     company_id: CompanyPath, body: BillingUpdate, principal: PrincipalDep, session: SessionDep, ctx: ContextDep
 ) -> CompanyRead:
+    """ "Edit Billing": enable or disable billing for the company and override its unit price and cost (`null` goes back
+    to the product default; a field left out stays). A new price applies from the next period; disabling leaves the
+    current period billed."""
     company = await get_company(session, tenant_id=principal.tenant_id, external_id=company_id)
     tenant = await get_tenant(session, principal.tenant_id)
     await edit_billing(session, tenant=tenant, company=company, body=body, actor=principal.actor, now=ctx.now())
@@ -239,6 +259,9 @@ async def read_agreement(
     ctx: ContextDep,
     format: Annotated[Literal["json", "text"], Query()] = "json",
 ) -> AgreementView | Response:
+    """The company's ConnectWise agreement as an MSP checks it: every addition with quantity, prices, dates and the
+    invoice text of each line this service wrote (`?format=text` for a plain-text table). Lines of other products or
+    of another company are marked `other`."""
     company = await get_company(session, tenant_id=principal.tenant_id, external_id=company_id)
     if company.cw_agreement_id is None:
         raise NotReadyError(f"Company {company_id} is not mapped to an agreement yet")

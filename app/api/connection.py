@@ -28,6 +28,8 @@ router = APIRouter(prefix="/api/v1/connectwise", tags=["connectwise"])
     responses=error_responses(NotAuthenticatedError, NotConnectedError),
 )
 async def get_cw_connection(principal: PrincipalDep, session: SessionDep) -> ConnectionRead:
+    """The ConnectWise connection: site, login company and public key. The private key and clientId are never returned,
+    only whether they are set."""
     return connection_view(await get_connection(session, principal.tenant_id))
 
 
@@ -40,6 +42,9 @@ async def get_cw_connection(principal: PrincipalDep, session: SessionDep) -> Con
 async def put_cw_connection(
     body: ConnectionUpdate, principal: PrincipalDep, session: SessionDep, ctx: ContextDep
 ) -> ConnectionRead:
+    """Connect or reconnect ConnectWise. The keys are stored encrypted. A site that is not public https is refused (422
+    `unsafe_site_url`); a new site needs the private key and clientId again (422 `missing_secret`), so stored keys
+    never reach another host."""
     return await save_connection(session, ctx, principal, body)
 
 

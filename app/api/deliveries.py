@@ -24,4 +24,6 @@ router = APIRouter(prefix="/api/v1", tags=["webhooks"])
 async def read_delivery(
     webhook_id: Annotated[str, Path(min_length=1, max_length=200)], principal: PrincipalDep, session: SessionDep
 ) -> DeliveryRead:
+    """What became of a webhook delivery: stored (`pending`) or `applied`, with its outcome (applied, duplicate,
+    conflict, unknown company, …) and detail. Deliveries are kept 8 days."""
     return await get_delivery(session, tenant_id=principal.tenant_id, webhook_id=webhook_id)

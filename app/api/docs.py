@@ -3,6 +3,11 @@ CDN, so the docs work on a machine without internet), and the API's introduction
 
 from __future__ import annotations
 
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+
 import swagger_ui_bundle
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -10,6 +15,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 ASSETS = "/docs/assets"
+EXAMPLES_PATH = Path(__file__).with_name("examples.json")  # recorded by `python -m app.examples`
 
 INTRODUCTION = """\
 Keeps ConnectWise Manage agreement additions in step with the license counts a vendor's partner portal reports.
@@ -53,3 +59,28 @@ def install_docs(app: FastAPI) -> None:
             swagger_css_url=f"{ASSETS}/swagger-ui.css",
             swagger_favicon_url=f"{ASSETS}/favicon-32x32.png",
         )
+
+
+@cache
+def _examples() -> dict[str, dict[str, Any]]:
+    return json.loads(EXAMPLES_PATH.read_text()) if EXAMPLES_PATH.exists() else {}
+
+
+def attach_examples(document: dict[str, Any]) -> None:
+    """Every operation's recorded request and answer (`app/examples.py`) as the examples of its JSON body and of its
+    success answer."""
+    examples = _examples()
+    for methods in document.get("paths", {}).values():
+        for operation in methods.values():
+            recorded = examples.get(operation.get("operationId", ""))
+            if recorded is None:
+                continue
+            body = operation.get("requestBody", {}).get("content", {})
+            for media in body.values():
+                if recorded.get("request") is not None:
+                    media["example"] = recorded["request"]
+            for status, answer in operation.get("responses", {}).items():
+                if status.startswith("2"):
+                    for media_type, media in answer.get("content", {}).items():
+                        if media_type.endswith("json"):
+                            media["example"] = recorded["response"]

@@ -31,6 +31,7 @@ class Readiness(BaseModel):
 
 @router.get("/healthz", response_model=Health, summary="Liveness: the process answers")
 async def healthz() -> Health:
+    """Liveness: the process answers. No authentication."""
     return Health()
 
 
@@ -41,6 +42,8 @@ async def healthz() -> Health:
     responses={503: {"model": Readiness, "description": "Not ready"}},
 )
 async def readyz(ctx: ContextDep, request: Request, response: Response) -> Readiness:
+    """Readiness: the database answers, its schema is at the code's migration head, and the in-process worker (when it
+    runs) is working. 503 with the failing check otherwise."""
     checks: list[ReadinessCheck] = []
     worker = getattr(request.app.state, "worker", None)
     if worker is not None:
@@ -84,4 +87,6 @@ async def readyz(ctx: ContextDep, request: Request, response: Response) -> Readi
     responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format"}},
 )
 async def metrics(ctx: ContextDep) -> Response:
+    """Prometheus metrics: requests, webhooks by outcome, intake batches, sync jobs, CW calls, the queue depth,
+    companies with drift, worker health. No authentication; expose it to your scraper only."""
     return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -35,6 +35,9 @@ def install(app: FastAPI) -> None:
                 schemas.update(schema.pop("$defs", {}))
                 schemas[model.__name__] = schema
             _errors_are_problems(document)
+            from app.api.docs import attach_examples
+
+            attach_examples(document)
             app.openapi_schema = document
         return app.openapi_schema
 

@@ -52,6 +52,9 @@ class InvalidRangeError(UnprocessableError):
 async def preview(
     company_id: CompanyPath, body: PreviewRequest, principal: PrincipalDep, session: SessionDep, ctx: ContextDep
 ) -> PreviewResponse:
+    """What a license change would do, without changing anything: the lines the sync would write, the proration amount
+    and the invoice it lands on, or why nothing would be billed (billing off, not mapped). A backdated change shows
+    the catch-up it becomes; a future-dated one the day it applies."""
     company = await get_company(session, tenant_id=principal.tenant_id, external_id=company_id)
     tenant = await get_tenant(session, principal.tenant_id)
     return await billing_views.preview(
@@ -79,6 +82,8 @@ async def charges(
         date | None, Query(description="Any date in the billing period, YYYY-MM-DD (default: today)")
     ] = None,
 ) -> ChargesResponse:
+    """The license history behind one billing period (every change at its effective day, with conflicts and disagreeing
+    `previous_count`s flagged) and what the period owes, computed as DESIGN §5 says."""
     company = await get_company(session, tenant_id=principal.tenant_id, external_id=company_id)
     tenant = await get_tenant(session, principal.tenant_id)
     now = ctx.now()
@@ -100,6 +105,9 @@ async def periods(
     from_: Annotated[date | None, Query(alias="from", description="First day (default: 3 months back)")] = None,
     to: Annotated[date | None, Query(description="Last day (default: today)")] = None,
 ) -> PeriodsResponse:
+    """Every billing period in a date range: the count billed in advance, the price, what the period owes, the CW lines
+    that bill it (base, proration, catch-ups, with addition ids), what CW invoiced for it when invoices can be read,
+    and its state."""
     if from_ is not None and to is not None and (to < from_ or (to - from_).days > 3 * 366):
         raise InvalidRangeError("`to` must be on or after `from`, at most three years later")
     company = await get_company(session, tenant_id=principal.tenant_id, external_id=company_id)
@@ -116,6 +124,8 @@ async def periods(
     responses=error_responses(NotAuthenticatedError, NotFoundError),
 )
 async def sync_status(company_id: CompanyPath, principal: PrincipalDep, session: SessionDep) -> SyncStatus:
+    """Where the company's sync stands, in one vocabulary (`status`), with why (`cause`) and what to do (`action`); the
+    last error, held drift, a change set waiting for approval, and what CW held at the last reconcile."""
     company = await get_company(session, tenant_id=principal.tenant_id, external_id=company_id)
     return await sync_control.sync_status(session, company)
 
@@ -142,6 +152,9 @@ async def request_sync(
     ctx: ContextDep,
     body: SyncRequest | None = None,
 ) -> SyncStatus:
+    """Reconcile now; or, in review mode, approve (`approve`) or dismiss (`dismiss`) the waiting change set; or
+    overwrite held drift once (`overwrite_drift`). A company that cannot sync is 409 with its status as the `code`
+    (`not_mapped`, `billing_disabled`, `billing_off_for_tenant`)."""
     company = await get_company(session, tenant_id=principal.tenant_id, external_id=company_id)
     return await sync_control.request_sync(session, principal, company, body or SyncRequest(), now=ctx.now())
 
@@ -158,6 +171,8 @@ async def reconciliation(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> ReconciliationRead:
+    """Every company ever mapped, a page at a time: the portal's count and the expected price and cost against what CW
+    holds, the sync status, every reason they are not in step, and the number of periods whose lines do not add up."""
     return await sync_control.reconciliation(session, principal.tenant_id, limit=limit, offset=offset)
 
 
@@ -170,6 +185,7 @@ async def reconciliation(
 async def approve_all(
     body: BulkApprove, principal: PrincipalDep, session: SessionDep, ctx: ContextDep
 ) -> BulkApproveResult:
+    """Review mode: approve every waiting change set, or those of the given portal companies; the companies approved."""
     approved = await sync_control.approve_all(session, principal, body.company_ids, now=ctx.now())
     return BulkApproveResult(approved=approved)
 
@@ -181,4 +197,6 @@ async def approve_all(
     responses=error_responses(NotAuthenticatedError),
 )
 async def retry_all(principal: PrincipalDep, session: SessionDep, ctx: ContextDep) -> BulkRetryResult:
+    """Queue again every company whose sync failed or keeps retrying, after fixing the cause (a passing connection test
+    does this by itself)."""
     return BulkRetryResult(requeued=await sync_control.retry_stuck(session, principal.tenant_id, now=ctx.now()))
