@@ -69,7 +69,7 @@ async def run_demo(settings: Settings, *, out: TextIO = sys.stdout, sandbox_url:
 
     await upgrade_to_head(ctx.engine)
     async with ctx.sessionmaker() as session, session.begin():
-        tenant = await create_tenant(session, box=ctx.secrets, name="Demo MSP")
+        tenant = await create_tenant(session, box=ctx.secrets, name="Demo MSP", allow_same_name=True)  # run again
     cw_http = httpx.AsyncClient(base_url=sandbox_url) if sandbox_url else None
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://demo") as api:
 

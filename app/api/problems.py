@@ -57,9 +57,10 @@ def error_responses(*errors: type[AppError]) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses=` for a route, so the document lists the problems it can answer with."""
     out: dict[int | str, dict[str, Any]] = {}
     for err in errors:
-        entry = out.setdefault(err.status, {"model": Problem, "description": err.title})
-        if entry["description"] != err.title:
-            entry["description"] = f"{entry['description']}; {err.title}"
+        line = f"`{err.code}`: {err.title}"
+        entry = out.setdefault(err.status, {"model": Problem, "description": line})
+        if line not in entry["description"].split("; "):
+            entry["description"] = f"{entry['description']}; {line}"
         entry["content"] = {PROBLEM_JSON: {}}
     return out
 

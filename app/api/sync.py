@@ -28,7 +28,6 @@ from app.services import billing_views, sync_control
 from app.services.billing_views import NotReadyError
 from app.services.companies import get_company
 from app.services.sync_control import (
-    BillingDisabledError,
     BillingOffForTenantError,
     NothingToApproveError,
     NotMappedError,
@@ -141,7 +140,6 @@ async def sync_status(company_id: CompanyPath, principal: PrincipalDep, session:
         NotReadyError,
         NothingToApproveError,
         NotMappedError,
-        BillingDisabledError,
         BillingOffForTenantError,
     ),
 )

@@ -273,7 +273,9 @@ def plan(situation: Situation, lines: Sequence[Line]) -> Plan:
                         unit_cost=owed.unit_cost,
                         effective=layer.start,
                         cancelled=layer.end,
-                        description=delta_text(situation.product_text, layer.quantity, layer.start, layer.end),
+                        description=delta_text(
+                            situation.product_text, layer.quantity, layer.start, layer.end, situation.label
+                        ),
                     )
                     desired.append(
                         (Marker(situation.key, Kind.delta, layer.start, layer.end), agreement, values, "delta")
@@ -292,7 +294,9 @@ def plan(situation: Situation, lines: Sequence[Line]) -> Plan:
             text = (  # the day it was reported stays on the line while the amount does not change
                 existing.description
                 if existing is not None and existing.unit_price == gap and existing.description
-                else catch_up_text(owed, billed=frozen_amount + open_amount, reported=situation.today)
+                else catch_up_text(
+                    owed, billed=frozen_amount + open_amount, reported=situation.today, label=situation.label
+                )
             )
             values = LineValues(
                 quantity=Decimal(1),

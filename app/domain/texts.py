@@ -78,15 +78,17 @@ def owed_formula(owed: PeriodOwed) -> str:
     return " + ".join(parts) if parts else "no licenses"
 
 
-def catch_up_text(owed: PeriodOwed, *, billed: Decimal, reported: date) -> str:
-    """`Adjustment for 1–30 Nov 2026: owed $54.40 (…), billed $38.40 (reported 20 Dec 2026)`: the difference."""
+def catch_up_text(owed: PeriodOwed, *, billed: Decimal, reported: date, label: str | None = None) -> str:
+    """`Adjustment for 1–30 Nov 2026: owed $54.40 (…), billed $38.40 (reported 20 Dec 2026)`: the difference
+    (after `label: ` on an agreement several portal companies share)."""
     money = owed.currency
+    prefix = f"{label}: " if label else ""
     text = (
-        f"Adjustment for {period_text(owed.period)}: owed {format_money(owed.owed, money)} ({owed_formula(owed)}), "
-        f"billed {format_money(billed, money)} (reported {format_day(reported)})"
+        f"{prefix}Adjustment for {period_text(owed.period)}: owed {format_money(owed.owed, money)} "
+        f"({owed_formula(owed)}), billed {format_money(billed, money)} (reported {format_day(reported)})"
     )
     short = (
-        f"Adjustment for {period_text(owed.period)}: owed {format_money(owed.owed, money)}, billed "
+        f"{prefix}Adjustment for {period_text(owed.period)}: owed {format_money(owed.owed, money)}, billed "
         f"{format_money(billed, money)} (reported {format_day(reported)})"
     )
     return _capped(text, short)
@@ -96,5 +98,6 @@ def base_text(product: str, label: str | None = None) -> str:
     return f"{product} – {label}" if label else product
 
 
-def delta_text(product: str, quantity: int, start: date, end: date) -> str:
-    return f"{product}: {licenses(quantity)} ({format_day_range(start, end)}, prorated by ConnectWise)"
+def delta_text(product: str, quantity: int, start: date, end: date, label: str | None = None) -> str:
+    name = f"{product} – {label}" if label else product
+    return f"{name}: {licenses(quantity)} ({format_day_range(start, end)}, prorated by ConnectWise)"

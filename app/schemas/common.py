@@ -80,6 +80,7 @@ class SyncCondition(StrEnum):
     awaiting_approval = "awaiting_approval"  # review mode: a change set waits
     dismissed = "dismissed"  # the last change set was dismissed
     needs_attention = "needs_attention"  # the agreement is cancelled, expired or gone: remap
-    not_mapped = "not_mapped"  # no agreement: nothing is billed
-    billing_disabled = "billing_disabled"  # billing is off (or the company deleted) for this company
+    not_mapped = "not_mapped"  # no agreement: nothing is billed (after the period it was unmapped in)
+    deleted = "deleted"  # deleted in the portal: billed through that period, nothing after
+    billing_disabled = "billing_disabled"  # billing is off for this company
     billing_off_for_tenant = "billing_off_for_tenant"  # the tenant's master switch is off

@@ -51,9 +51,9 @@ class NativeLine(BaseModel):
 
 
 class PlannedLine(BaseModel):
-    """A line the sync would create or change."""
+    """A line the sync would create, change or delete (a line that never billed and is no longer wanted)."""
 
-    action: Literal["create", "patch"]
+    action: Literal["create", "patch", "delete"]
     line: Literal["base", "proration", "catch_up", "delta"]
     agreement_id: int
     cw_addition_id: int | None

@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from app.db.models import DeliveryOutcome
+
 
 class WebhookAck(BaseModel):
     status: Literal["accepted", "duplicate"] = Field(
@@ -20,7 +22,7 @@ class DeliveryRead(BaseModel):
     event_type: str
     received_at: datetime
     status: Literal["pending", "applied"] = Field(description="pending: stored, not applied yet; applied: done")
-    outcome: str | None = Field(
+    outcome: DeliveryOutcome | None = Field(
         description="Once applied: applied, duplicate_sequence, conflict, created, restored, deleted, unknown_company, "
         "unknown_type, invalid"
     )

@@ -159,6 +159,7 @@ async def shared_agreements(session: AsyncSession, companies: Sequence[Company])
         .where(
             Company.tenant_id.in_(sorted({c.tenant_id for c in companies})),
             Company.cw_agreement_id.in_(agreements),
+            Company.deleted_at.is_(None),
         )
         .group_by(Company.tenant_id, Company.cw_agreement_id)
         .having(func.count() > 1)

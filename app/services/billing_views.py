@@ -17,7 +17,7 @@ from app.db.models import ChangeStatus, Company, LicenseChange, SyncState, Tenan
 from app.domain.billing import Billing, PeriodOwed, ProrationMode, Schedule
 from app.domain.history import Change, History
 from app.domain.markers import Kind, Marker
-from app.domain.money import format_money
+from app.domain.money import count_text, format_money
 from app.domain.periods import Period, local_day
 from app.domain.plan import Line, Operation, Plan, frontier, plan, simulate
 from app.domain.texts import period_text, proration_text
@@ -215,7 +215,7 @@ def _planned(op: Operation, schedule: Any) -> PlannedLine:
         line=op.marker.kind.value,
         agreement_id=op.agreement_id,
         cw_addition_id=op.addition_id,
-        quantity=str(op.values.quantity),
+        quantity=count_text(op.values.quantity),
         unit_price=money_str(op.values.unit_price) or "0.00",
         effective_date=op.values.effective,
         cancelled_date=op.values.cancelled,

@@ -29,6 +29,7 @@ from app.db.models import (
     TrackedAddition,
 )
 from app.db.repositories.additions import current_base
+from app.db.repositories.additions import live as live_addition
 from app.domain.billing import Schedule, Term
 from app.domain.history import OPENING_SEQUENCE
 from app.domain.markers import Kind, Marker, company_key, is_ours
@@ -196,11 +197,12 @@ async def map_company(
                 Company.tenant_id == tenant.id,
                 Company.cw_agreement_id == cw_agreement_id,
                 Company.id != company.id,
+                Company.deleted_at.is_(None),  # a deleted company's billing has ended
             )
             .order_by(Company.external_id)
         )
     )
-    if others and not share_agreement:
+    if others and not share_agreement and company.cw_agreement_id != cw_agreement_id:
         raise AgreementSharedError(
             f"Agreement {cw_agreement_id} already bills portal company {', '.join(others)}; map this one to its own "
             'agreement, or send "share_agreement": true if both belong on it (each one\'s lines then name it)',
@@ -224,7 +226,22 @@ async def map_company(
         )
     )
     live = (F("product/id") == product.cw_catalog_item_id) & (F("cancelledDate").is_null() | (F("cancelledDate") > now))
-    foreign = [a for a in await client.list_additions(cw_agreement_id, conditions=live) if not is_ours(a.serial_number)]
+    # Lines another company of the tenant already bills from (adopted lines carry no marker) are never adopted twice.
+    taken = set(
+        await session.scalars(
+            select(TrackedAddition.cw_addition_id).where(
+                TrackedAddition.tenant_id == tenant.id,
+                TrackedAddition.cw_agreement_id == cw_agreement_id,
+                TrackedAddition.company_id != company.id,
+                live_addition(),
+            )
+        )
+    )
+    foreign = [
+        a
+        for a in await client.list_additions(cw_agreement_id, conditions=live)
+        if not is_ours(a.serial_number) and a.id not in taken
+    ]
     schedule = Schedule(
         Term(t.from_day, t.cw_agreement_id, BillingCycle(t.billing_cycle), t.bill_start_date) for t in terms
     )

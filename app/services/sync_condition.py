@@ -17,14 +17,7 @@ class Condition:
     cause: str | None = None  # why it is not in sync (None when it is)
     action: str | None = None  # what would move it on
 
-    @property
-    def can_sync(self) -> bool:
-        """Would asking for a reconcile now do anything?"""
-        return self.status not in {
-            SyncCondition.not_mapped,
-            SyncCondition.billing_disabled,
-            SyncCondition.billing_off_for_tenant,
-        }
+    blocks_sync: bool = False  # a reconcile asked for now would do nothing (refused with 409)
 
 
 def condition(tenant: Tenant, company: Company, state: SyncState | None) -> Condition:
@@ -36,6 +29,7 @@ def condition(tenant: Tenant, company: Company, state: SyncState | None) -> Cond
             SyncCondition.billing_off_for_tenant,
             "billing is off for the tenant: nothing is written to ConnectWise",
             'turn it on: PATCH /api/v1/billing/settings {"enabled": true}',
+            blocks_sync=True,
         )
     if status is SyncStatus.needs_attention or (
         company.cw_agreement_id is not None and company.agreement_status in _BLOCKED_AGREEMENT
@@ -73,24 +67,30 @@ def condition(tenant: Tenant, company: Company, state: SyncState | None) -> Cond
         )
     if state is not None and state.due_at is not None and status is SyncStatus.pending:
         return Condition(SyncCondition.pending, "changes wait for the worker", "nothing: it runs shortly")
-    if company.cw_agreement_id is None:
-        return Condition(
-            SyncCondition.not_mapped,
-            "not mapped to a ConnectWise agreement: nothing is billed",
-            f"map it: PUT /api/v1/companies/{ref}/mapping",
-        )
-    if not company.billing_enabled or company.deleted_at is not None:
-        return Condition(
-            SyncCondition.billing_disabled,
-            "deleted in the portal: billing ended"
-            if company.deleted_at is not None
-            else "billing is disabled for this company: nothing new is billed",
-            f'enable it: PATCH /api/v1/companies/{ref}/billing {{"enabled": true}}',
-        )
     if status is SyncStatus.dismissed:
         return Condition(
             SyncCondition.dismissed,
-            "the last change set was dismissed; CW keeps what it held",
+            "the last change set was dismissed; ConnectWise keeps what it held",
             f"reconcile again when ready: POST /api/v1/companies/{ref}/sync",
+        )
+    if company.deleted_at is not None:
+        return Condition(
+            SyncCondition.deleted,
+            "deleted in the portal: billed through the period it was deleted in, nothing after",
+            "nothing; a company.upserted webhook for it restores it",
+        )
+    if company.cw_agreement_id is None:
+        return Condition(
+            SyncCondition.not_mapped,
+            "not mapped to a ConnectWise agreement"
+            + ("" if company.mapped_at is None else ": billed through the period it was unmapped in, nothing after"),
+            f"map it: PUT /api/v1/companies/{ref}/mapping",
+            blocks_sync=company.mapped_at is None,  # never mapped: there is nothing to write
+        )
+    if not company.billing_enabled:
+        return Condition(
+            SyncCondition.billing_disabled,
+            "billing is disabled for this company: the current period stays billed, nothing after",
+            f'enable it: PATCH /api/v1/companies/{ref}/billing {{"enabled": true}}',
         )
     return Condition(SyncCondition.in_sync)

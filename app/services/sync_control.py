@@ -53,11 +53,6 @@ class NotMappedError(CannotSyncError):
     title = "The company is not mapped to an agreement"
 
 
-class BillingDisabledError(CannotSyncError):
-    code = SyncCondition.billing_disabled.value
-    title = "Billing is disabled for the company"
-
-
 class BillingOffForTenantError(CannotSyncError):
     code = SyncCondition.billing_off_for_tenant.value
     title = "Billing is off for the tenant"
@@ -65,7 +60,6 @@ class BillingOffForTenantError(CannotSyncError):
 
 _CANNOT_SYNC: dict[SyncCondition, type[CannotSyncError]] = {
     SyncCondition.not_mapped: NotMappedError,
-    SyncCondition.billing_disabled: BillingDisabledError,
     SyncCondition.billing_off_for_tenant: BillingOffForTenantError,
 }
 
@@ -121,7 +115,7 @@ async def request_sync(
     tenant = await get_tenant(session, company.tenant_id)
     state = await session.get(SyncState, company.id)
     blocked = condition(tenant, company, state)
-    if not (body.approve or body.dismiss) and not blocked.can_sync:
+    if not (body.approve or body.dismiss) and blocked.blocks_sync:
         raise _CANNOT_SYNC[blocked.status](blocked)
     if company.mapped_at is None:
         raise NotReadyError(f"Company {company.external_id} is not mapped to an agreement yet")

@@ -238,3 +238,19 @@ async def test_sync_api_review_mode_approve_and_reconciliation(
     assert nothing.status_code == 409
     audit = (await client.get("/api/v1/audit-events", params={"object_id": "c-42"}, headers=headers)).json()
     assert {"change_set.approved", "cw.addition.created"} <= {e["action"] for e in audit["items"]}
+
+
+async def test_a_preview_that_would_delete_a_line_answers_with_it(
+    client: httpx.AsyncClient, make_tenant: TenantFactory, ctx: AppContext
+) -> None:
+    """Found by schemathesis from the recorded examples: a change back to 0 before the next period starts removes a
+    base line that never billed; the preview said so with a 500 instead of listing the delete."""
+    headers, _ = await setup(client, make_tenant, ctx)
+    ctx.clock.freeze(datetime(2026, 11, 20, 9, 0, tzinfo=UTC))
+    preview = await client.post(
+        "/api/v1/companies/c-42/license-changes/preview",
+        headers=headers,
+        json={"license_count": 0, "effective_at": "2026-11-10T08:00:00Z"},
+    )
+    assert preview.status_code == 200, preview.text
+    assert "delete" in {op["action"] for op in preview.json()["operations"]}

@@ -59,3 +59,38 @@ async def test_a_second_company_on_an_agreement_needs_share_agreement_and_then_i
         assert status["status"] == "in_sync", status
     recon = (await client.get("/api/v1/reconciliation", headers=headers)).json()
     assert {r["company_id"]: r["untracked_additions"] for r in recon["items"]} == {"c-1": [], "c-2": []}
+
+
+async def test_a_line_one_company_adopted_is_never_adopted_by_the_other_and_a_re_save_is_not_refused(
+    client: httpx.AsyncClient, make_tenant: TenantFactory, ctx: AppContext, sandbox: Sandbox
+) -> None:
+    tenant = await make_tenant("Acme")
+    headers = await configured_tenant(client, tenant)
+    product = (await client.get("/api/v1/billing/product", headers=headers)).json()["cw_catalog_item_id"]
+    msp_line = sandbox.store.create_addition(
+        1,
+        {
+            "product": {"id": product},
+            "billCustomer": "Billable",
+            "quantity": 5,
+            "effectiveDate": "2026-10-01T00:00:00Z",
+        },
+    )
+    first = await mapped_company(client, tenant, headers, company_id="c-1", name="Contoso East", licenses=5)
+    assert first["mapping"]["base_addition_id"] == msp_line["id"]
+    assert first["mapping"]["adopted"] is True
+    body = {"cw_company_id": first["mapping"]["cw_company_id"], "cw_agreement_id": first["mapping"]["cw_agreement_id"]}
+    again = await client.put("/api/v1/companies/c-1/mapping", json=body, headers=headers)
+    assert again.status_code == 200  # the same mapping saved again is not "another company"
+
+    await deliver(
+        client,
+        tenant.tenant_id,
+        tenant.webhook_secret,
+        {"type": "company.upserted", "data": {"company_id": "c-2", "name": "Contoso West"}},
+    )
+    await Worker(ctx, full_reconcile_every=None).drain()
+    second = await client.put("/api/v1/companies/c-2/mapping", json={**body, "share_agreement": True}, headers=headers)
+    assert second.status_code == 200, second.text
+    assert second.json()["mapping"]["adopted"] is False  # c-1 bills from that line already
+    assert second.json()["mapping"]["base_addition_id"] != msp_line["id"]

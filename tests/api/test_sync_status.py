@@ -1,5 +1,6 @@
 """The sync status tells the truth in one vocabulary (`/companies/{id}/sync`, `/companies`, `/reconciliation`): a
-company that cannot sync says why and what to do, and `POST …/sync` refuses it with 409 and the same status."""
+company that is not billing says why and what to do, and `POST …/sync` on one a reconcile cannot help (never mapped,
+billing off for the tenant) is refused with 409 and the same status."""
 
 from __future__ import annotations
 
@@ -63,9 +64,12 @@ async def test_billing_off_for_the_company_or_the_tenant_is_never_called_in_sync
     assert off.status_code == 200
     await Worker(ctx, full_reconcile_every=None).drain()  # the next period's line is ended; nothing new is billed
     assert await _seen_everywhere(client, headers, "c-42") == {"billing_disabled"}
-    refused = await client.post("/api/v1/companies/c-42/sync", headers=headers, json={})
-    assert (refused.status_code, refused.json()["code"]) == (409, "billing_disabled")
-    assert '"enabled": true' in refused.json()["action"]
+    sync = (await client.get("/api/v1/companies/c-42/sync", headers=headers)).json()
+    assert '"enabled": true' in sync["action"]
+    ended = await client.post("/api/v1/companies/c-42/sync", headers=headers, json={})
+    assert ended.status_code == 202  # a reconcile still ends what billing would carry on
+    await Worker(ctx, full_reconcile_every=None).drain()
+    assert await _seen_everywhere(client, headers, "c-42") == {"billing_disabled"}
 
     await client.patch("/api/v1/companies/c-42/billing", json={"enabled": True}, headers=headers)
     await client.patch("/api/v1/billing/settings", json={"enabled": False}, headers=headers)
@@ -82,3 +86,34 @@ async def test_billing_off_for_the_company_or_the_tenant_is_never_called_in_sync
     again = await client.post("/api/v1/companies/c-42/sync", headers=headers, json={})
     assert again.status_code == 202
     assert again.json()["status"] == "pending"
+
+
+async def test_a_dismissed_change_set_and_a_deleted_company_say_what_they_are(
+    client: httpx.AsyncClient, make_tenant: TenantFactory, ctx: AppContext
+) -> None:
+    tenant = await make_tenant("Acme")
+    headers = await configured_tenant(client, tenant)
+    await mapped_company(client, tenant, headers, licenses=3)
+    await Worker(ctx, full_reconcile_every=None).drain()
+    await client.patch("/api/v1/billing/settings", json={"sync_mode": "review"}, headers=headers)
+    await client.delete("/api/v1/companies/c-42/mapping", headers=headers)
+    await Worker(ctx, full_reconcile_every=None).drain()
+    assert await _seen_everywhere(client, headers, "c-42") == {"awaiting_approval"}
+    await client.post("/api/v1/companies/c-42/sync", json={"dismiss": True}, headers=headers)
+    # Not "not_mapped": the line that should have ended is still in CW, and a re-sync brings the change set back.
+    assert await _seen_everywhere(client, headers, "c-42") == {"dismissed"}
+    again = await client.post("/api/v1/companies/c-42/sync", json={}, headers=headers)
+    assert again.status_code == 202
+    await Worker(ctx, full_reconcile_every=None).drain()
+    assert await _seen_everywhere(client, headers, "c-42") == {"awaiting_approval"}
+    await client.post("/api/v1/companies/c-42/sync", json={"approve": True}, headers=headers)
+    await Worker(ctx, full_reconcile_every=None).drain()
+    assert await _seen_everywhere(client, headers, "c-42") == {"not_mapped"}
+
+    await deliver(
+        client, tenant.tenant_id, tenant.webhook_secret, {"type": "company.deleted", "data": {"company_id": "c-42"}}
+    )
+    await Worker(ctx, full_reconcile_every=None).drain()
+    status = (await client.get("/api/v1/companies/c-42/sync", headers=headers)).json()
+    assert status["status"] == "deleted"
+    assert "company.upserted" in status["action"]

@@ -11,7 +11,7 @@ _TERM = re.compile(r"([+−])(\d+) licenses? × " + r"\$([\d,]+(?:\.\d+)?)" + r"
 _TOTAL = re.compile(r" = " + _MONEY + r"$")
 _SHORT = re.compile(r"(\d+) seat-days × \$([\d,]+(?:\.\d+)?) / (\d+) days .* = " + _MONEY + r"$")
 _CATCH_UP = re.compile(
-    r"^Adjustment for .+?: owed " + _MONEY + r" .*billed " + _MONEY + r" \(reported \d+ \w+ \d{4}\)$"
+    r"^(?:[^:]+: )?Adjustment for .+?: owed " + _MONEY + r" .*billed " + _MONEY + r" \(reported \d+ \w+ \d{4}\)$"
 )
 
 
