@@ -199,8 +199,24 @@ async def capture() -> dict[str, dict[str, Any]]:
     return examples
 
 
+_PLACEHOLDERS = {
+    "access_token": "eyJhbGciOiJIUzI1NiJ9.<claims>.<signature>",
+    "client_secret": "<the client secret tenant create printed>",
+    "private_key": "<your ConnectWise private key>",
+}
+
+
+def _scrubbed(value: Any) -> Any:
+    """Secrets of the throw-away run replaced by placeholders (they would work nowhere, but look like they might)."""
+    if isinstance(value, dict):
+        return {k: _PLACEHOLDERS[k] if k in _PLACEHOLDERS else _scrubbed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrubbed(v) for v in value]
+    return value
+
+
 def main() -> None:
-    examples = asyncio.run(capture())
+    examples = _scrubbed(asyncio.run(capture()))
     EXAMPLES_PATH.write_text(json.dumps(examples, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
     print(f"wrote {len(examples)} operations' examples to {EXAMPLES_PATH}")
 
