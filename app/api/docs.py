@@ -38,7 +38,7 @@ billing, optionally with its own price (`PATCH /api/v1/companies/{id}/billing`).
 
 **Sync status** (`GET /api/v1/companies/{id}/sync`, `/companies`, `/reconciliation`) uses one vocabulary with a
 `cause` and an `action`: `in_sync`, `pending`, `retrying`, `failed`, `drift`, `awaiting_approval`, `dismissed`,
-`needs_attention`, `not_mapped`, `billing_disabled`, `billing_off_for_tenant`.
+`needs_attention`, `not_mapped`, `deleted`, `billing_disabled`, `billing_off_for_tenant`.
 
 **Webhooks** from the portal arrive at `POST /webhooks/portal/{tenant_id}`, signed as Standard Webhooks
 (`webhook-id`, `webhook-timestamp`, `webhook-signature`: HMAC-SHA256 over `id.timestamp.body`); the answer is 202
