@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -74,3 +74,40 @@ async def test_the_newest_migration_rolls_back_and_forward(fresh: AsyncEngine) -
     await _run(fresh, "upgrade", "head")
     assert await current_revision(fresh) == head_revision()
     assert await _differences(fresh) == []
+
+
+async def test_inbox_outcomes_of_the_old_intake_are_translated_and_kept(fresh: AsyncEngine) -> None:
+    """A delivery the old intake stored as `company_deleted` (or `stale_sequence`) reads as a `DeliveryOutcome` after
+    the upgrade — no 500 on GET /webhook-deliveries — and keeps the old word in its detail."""
+    from app.db.models import DeliveryOutcome, WebhookInbox
+    from app.db.session import create_sessionmaker
+
+    await _run(fresh, "upgrade", "5b7e2c9d1a43")
+    async with fresh.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO tenant (id, name, billing_enabled, timezone, currency, proration_mode, "
+                "decrease_policy, sync_mode, drift_policy, secrets_version, created_at) "
+                "VALUES ('t-1', 'T', false, 'UTC', 'USD', 'line', 'no_credit', 'auto', 'hold', 1, "
+                "'2026-12-01T00:00:00.000000Z')"
+            )
+        )
+        for webhook_id, outcome in (("w-1", "company_deleted"), ("w-2", "stale_sequence"), ("w-3", "applied")):
+            await conn.execute(
+                text(
+                    "INSERT INTO webhook_inbox (tenant_id, webhook_id, event_type, received_at, status, outcome, "
+                    "payload) VALUES ('t-1', :w, 'license.count_changed', '2026-12-01T00:00:00.000000Z', 'applied', "
+                    ":o, '{}')"
+                ),
+                {"w": webhook_id, "o": outcome},
+            )
+    await upgrade_to_head(fresh)
+    async with create_sessionmaker(fresh)() as session:
+        rows = {r.webhook_id: r for r in (await session.scalars(select(WebhookInbox))).all()}
+    assert {k: r.outcome for k, r in rows.items()} == {
+        "w-1": DeliveryOutcome.deleted,
+        "w-2": DeliveryOutcome.applied,
+        "w-3": DeliveryOutcome.applied,
+    }
+    assert rows["w-2"].detail == "before the license history: stale_sequence"
+    assert rows["w-3"].detail is None
