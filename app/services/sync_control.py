@@ -110,8 +110,9 @@ async def _approve(
 async def request_sync(
     session: AsyncSession, principal: Principal, company: Company, body: SyncRequest, *, now: datetime
 ) -> SyncStatusRead:
-    """Reconcile now (optionally overwriting held drift), or approve / dismiss the pending change set. A company that
-    cannot sync (not mapped, billing off) is refused with 409 naming why and what to do."""
+    """Reconcile now (optionally overwriting held drift), or approve / dismiss the pending change set. Where a
+    reconcile can do nothing (never mapped, billing off for the tenant) it is refused with 409 saying why and what to
+    do; a company whose billing stopped can still be reconciled (its lines must end)."""
     tenant = await get_tenant(session, company.tenant_id)
     state = await session.get(SyncState, company.id)
     blocked = condition(tenant, company, state)
