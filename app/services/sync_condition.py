@@ -16,7 +16,6 @@ class Condition:
     status: SyncCondition
     cause: str | None = None  # why it is not in sync (None when it is)
     action: str | None = None  # what would move it on
-
     blocks_sync: bool = False  # a reconcile asked for now would do nothing (refused with 409)
 
 
