@@ -22,7 +22,8 @@ from app.connectwise.sandbox.app import Sandbox, SandboxTransport
 from app.connectwise.sandbox.credentials import SANDBOX_CREDENTIALS
 from app.context import AppContext
 from app.db.models import SyncState
-from app.domain.markers import company_key, parse
+from app.domain.markers import Kind, company_key, parse
+from app.services.sync_schedule import requeue_stuck
 from app.sync.worker import CircuitBreaker, Worker
 from tests.sim.reference import Truth, count_at_end_of, owed
 from tests.sync.bulk import PRICE, START, Fleet, change, day, fleet
@@ -187,6 +188,10 @@ async def test_random_crashes_and_faults_together_still_converge(sandbox: Sandbo
 
     await run_until_quiet(ctx, [make_worker(ctx, crash=crash)])
     sandbox.faults.rate = 0
+    # A company whose job crashed MAX_ATTEMPTS times in a row was parked as a poison job (as it should be); with the
+    # cause gone, the operator's bulk retry brings it back, as POST /reconciliation/retry does.
+    async with ctx.sessionmaker() as s, s.begin():
+        await requeue_stuck(s, tenant_id=group.tenant_id, reason="manual_retry", at=ctx.now())
     await run_until_quiet(ctx, [make_worker(ctx)])
     await assert_invoice_true(ctx, sandbox, group, portal)
 
@@ -215,7 +220,11 @@ async def test_a_hand_edit_is_drift_and_is_not_overwritten_under_hold(sandbox: S
     await portal.send(ctx, group, "c-0", 5, sequence=1, effective_at=day(1))
     worker = make_worker(ctx)
     await run_until_quiet(ctx, [worker])
-    base = next(a for a in sandbox.store.additions_of(group.companies["c-0"]) if ":b" in (a["serialNumber"] or ""))
+    base = next(
+        a
+        for a in sandbox.store.additions_of(group.companies["c-0"])
+        if (marker := parse(a["serialNumber"])) is not None and marker.kind is Kind.base
+    )
     sandbox.store.additions.get(base["id"])["quantity"] = 42  # someone fixed it by hand in CW
     await worker.schedule_full_reconcile()
     await run_until_quiet(ctx, [worker])
