@@ -9,7 +9,8 @@ import httpx
 from app.connectwise.sandbox.credentials import IN_PROCESS_SITE
 from app.context import AppContext
 from app.services.tenants import NewTenant
-from tests.conftest import bearer
+from app.sync.worker import Worker
+from tests.conftest import TenantFactory, bearer
 from tests.webhook_helpers import apply_deliveries, deliver
 
 CONNECTION = {
@@ -95,3 +96,15 @@ async def mapped_company(
     assert enabled.status_code == 200, enabled.text
     body: dict[str, Any] = enabled.json()
     return body
+
+
+async def synced_company(
+    client: httpx.AsyncClient, make_tenant: TenantFactory, ctx: AppContext, *, licenses: int = 1
+) -> tuple[NewTenant, dict[str, str]]:
+    """Tenant "Acme" set up, company c-42 mapped with billing on and `licenses` since 1 October, reconciled (the
+    worker has drained). Returns the tenant and its API headers."""
+    tenant = await make_tenant("Acme")
+    headers = await configured_tenant(client, tenant)
+    await mapped_company(client, tenant, headers, licenses=licenses)
+    await Worker(ctx, full_reconcile_every=None).drain()
+    return tenant, headers

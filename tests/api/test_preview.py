@@ -16,7 +16,7 @@ from app.connectwise.sandbox.app import Sandbox
 from app.context import AppContext
 from app.db.models import LicenseChange
 from app.sync.worker import Worker
-from tests.api.setup_helpers import configured_tenant, mapped_company
+from tests.api.setup_helpers import configured_tenant, mapped_company, synced_company
 from tests.conftest import TenantFactory
 from tests.webhook_helpers import deliver, license_event
 
@@ -35,10 +35,7 @@ def lines_of(sandbox: Sandbox, agreement: int = 1) -> dict[str, list[dict[str, o
 
 
 async def setup(client: httpx.AsyncClient, make_tenant: TenantFactory, ctx: AppContext) -> tuple[dict[str, str], str]:
-    tenant = await make_tenant("Acme")
-    headers = await configured_tenant(client, tenant)
-    await mapped_company(client, tenant, headers, licenses=1)  # 1 license since 1 October; billed from 10 November
-    await Worker(ctx, full_reconcile_every=None).drain()
+    tenant, headers = await synced_company(client, make_tenant, ctx, licenses=1)  # 1 since 1 Oct; billed from 10 Nov
     return headers, tenant.webhook_secret
 
 

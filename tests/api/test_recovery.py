@@ -9,8 +9,9 @@ import httpx
 import pytest
 
 from app.context import AppContext
+from app.services.tenants import NewTenant
 from app.sync.worker import Worker
-from tests.api.setup_helpers import CONNECTION, configured_tenant, mapped_company
+from tests.api.setup_helpers import CONNECTION, synced_company
 from tests.conftest import TenantFactory
 from tests.webhook_helpers import deliver, license_event
 
@@ -25,20 +26,24 @@ async def _status(client: httpx.AsyncClient, headers: dict[str, str]) -> str:
     return str(body["status"])
 
 
-async def test_a_passing_connection_test_requeues_what_failed_on_bad_keys(
-    client: httpx.AsyncClient, make_tenant: TenantFactory, ctx: AppContext
+async def _fail_on_a_wrong_key(
+    client: httpx.AsyncClient, tenant: NewTenant, headers: dict[str, str], ctx: AppContext
 ) -> None:
-    tenant = await make_tenant("Acme")
-    headers = await configured_tenant(client, tenant)
-    await mapped_company(client, tenant, headers, licenses=3)
-    await Worker(ctx, full_reconcile_every=None).drain()
-    assert await _status(client, headers) == "in_sync"
-
+    """Save a wrong private key, then a license change: CW refuses the keys, and retrying cannot fix that."""
     wrong = {**CONNECTION, "private_key": "not-the-key"}
     assert (await client.put("/api/v1/connectwise/connection", json=wrong, headers=headers)).status_code == 200
     await deliver(client, tenant.tenant_id, tenant.webhook_secret, license_event("c-42", 5, sequence=2))
     await Worker(ctx, full_reconcile_every=None).drain()
-    assert await _status(client, headers) == "failed"  # CW refused the keys: retrying cannot fix that
+    assert await _status(client, headers) == "failed"
+
+
+async def test_a_passing_connection_test_requeues_what_failed_on_bad_keys(
+    client: httpx.AsyncClient, make_tenant: TenantFactory, ctx: AppContext
+) -> None:
+    tenant, headers = await synced_company(client, make_tenant, ctx, licenses=3)
+    assert await _status(client, headers) == "in_sync"
+
+    await _fail_on_a_wrong_key(client, tenant, headers, ctx)
 
     tested = (await client.post("/api/v1/connectwise/connection/test", headers=headers)).json()
     checks = {c["name"]: c for c in tested["checks"]}
@@ -61,15 +66,8 @@ async def test_a_passing_connection_test_requeues_what_failed_on_bad_keys(
 async def test_a_bulk_retry_queues_every_failed_company(
     client: httpx.AsyncClient, make_tenant: TenantFactory, ctx: AppContext
 ) -> None:
-    tenant = await make_tenant("Acme")
-    headers = await configured_tenant(client, tenant)
-    await mapped_company(client, tenant, headers, licenses=3)
-    await Worker(ctx, full_reconcile_every=None).drain()
-    wrong = {**CONNECTION, "private_key": "not-the-key"}
-    await client.put("/api/v1/connectwise/connection", json=wrong, headers=headers)
-    await deliver(client, tenant.tenant_id, tenant.webhook_secret, license_event("c-42", 5, sequence=2))
-    await Worker(ctx, full_reconcile_every=None).drain()
-    assert await _status(client, headers) == "failed"
+    tenant, headers = await synced_company(client, make_tenant, ctx, licenses=3)
+    await _fail_on_a_wrong_key(client, tenant, headers, ctx)
     await client.put("/api/v1/connectwise/connection", json=CONNECTION, headers=headers)
     retried = await client.post("/api/v1/reconciliation/retry", headers=headers)
     assert retried.json() == {"requeued": 1}

@@ -11,7 +11,7 @@ import pytest
 
 from app.context import AppContext
 from app.sync.worker import Worker
-from tests.api.setup_helpers import configured_tenant, mapped_company
+from tests.api.setup_helpers import configured_tenant, synced_company
 from tests.conftest import TenantFactory
 from tests.webhook_helpers import deliver
 
@@ -54,10 +54,7 @@ async def test_an_unmapped_company_says_so_and_a_sync_is_refused_with_the_same_w
 async def test_billing_off_for_the_company_or_the_tenant_is_never_called_in_sync(
     client: httpx.AsyncClient, make_tenant: TenantFactory, ctx: AppContext
 ) -> None:
-    tenant = await make_tenant("Acme")
-    headers = await configured_tenant(client, tenant)
-    await mapped_company(client, tenant, headers, licenses=3)
-    await Worker(ctx, full_reconcile_every=None).drain()
+    _, headers = await synced_company(client, make_tenant, ctx, licenses=3)
     assert await _seen_everywhere(client, headers, "c-42") == {"in_sync"}
 
     off = await client.patch("/api/v1/companies/c-42/billing", json={"enabled": False}, headers=headers)
@@ -91,10 +88,7 @@ async def test_billing_off_for_the_company_or_the_tenant_is_never_called_in_sync
 async def test_a_dismissed_change_set_and_a_deleted_company_say_what_they_are(
     client: httpx.AsyncClient, make_tenant: TenantFactory, ctx: AppContext
 ) -> None:
-    tenant = await make_tenant("Acme")
-    headers = await configured_tenant(client, tenant)
-    await mapped_company(client, tenant, headers, licenses=3)
-    await Worker(ctx, full_reconcile_every=None).drain()
+    tenant, headers = await synced_company(client, make_tenant, ctx, licenses=3)
     await client.patch("/api/v1/billing/settings", json={"sync_mode": "review"}, headers=headers)
     await client.delete("/api/v1/companies/c-42/mapping", headers=headers)
     await Worker(ctx, full_reconcile_every=None).drain()
