@@ -49,7 +49,7 @@ from app.schemas.companies import (
 )
 from app.services.audit import record_audit
 from app.services.billing_target import load_target, values_to_json
-from app.services.sync_condition import condition
+from app.services.sync_condition import summary
 from app.services.sync_schedule import billing_applies, record_status, schedule_if_wanted
 
 
@@ -579,7 +579,6 @@ async def company_view(
         state = await session.get(SyncState, company.id)
         base = await current_base(session, company.id, company.cw_agreement_id)
     price = effective_price(company, product)
-    now = condition(tenant, company, state)
     mapping = None
     if company.cw_agreement_id is not None and company.cw_company_id is not None:
         mapping = CompanyMapping(
@@ -608,14 +607,5 @@ async def company_view(
             unit_price_override=money_str(company.unit_price_override),
             unit_cost_override=money_str(company.unit_cost_override),
         ),
-        sync=CompanySyncSummary(
-            status=now.status,
-            cause=now.cause,
-            action=now.action,
-            reason=state.reason if state else None,
-            due=bool(state and state.due_at is not None),
-            attempts=state.attempts if state else 0,
-            last_error=state.last_error if state else None,
-            last_success_at=state.last_success_at if state else None,
-        ),
+        sync=CompanySyncSummary(**summary(tenant, company, state)),
     )

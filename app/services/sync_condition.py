@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from app.db.models import Company, SyncState, SyncStatus, Tenant
 from app.schemas.common import SyncCondition
@@ -93,3 +94,18 @@ def condition(tenant: Tenant, company: Company, state: SyncState | None) -> Cond
             f'enable it: PATCH /api/v1/companies/{ref}/billing {{"enabled": true}}',
         )
     return Condition(SyncCondition.in_sync)
+
+
+def summary(tenant: Tenant, company: Company, state: SyncState | None) -> dict[str, Any]:
+    """The fields every view of a company's sync shares (`/companies`' summary, `/companies/{id}/sync`)."""
+    where = condition(tenant, company, state)
+    return {
+        "status": where.status,
+        "cause": where.cause,
+        "action": where.action,
+        "reason": state.reason if state else None,
+        "due": bool(state and state.due_at is not None),
+        "attempts": state.attempts if state else 0,
+        "last_error": state.last_error if state else None,
+        "last_success_at": state.last_success_at if state else None,
+    }

@@ -29,7 +29,7 @@ from app.services.audit import record_audit
 from app.services.billing_setup import get_product
 from app.services.billing_views import NotReadyError
 from app.services.mapping import effective_price
-from app.services.sync_condition import Condition, condition
+from app.services.sync_condition import Condition, condition, summary
 from app.services.sync_schedule import requeue_stuck, schedule_sync
 from app.services.tenants import get_tenant
 
@@ -65,18 +65,10 @@ _CANNOT_SYNC: dict[SyncCondition, type[CannotSyncError]] = {
 
 
 def status_view(tenant: Tenant, company: Company, state: SyncState | None) -> SyncStatusRead:
-    now = condition(tenant, company, state)
     return SyncStatusRead(
         company_id=company.external_id,
-        status=now.status,
-        cause=now.cause,
-        action=now.action,
-        reason=state.reason if state else None,
-        due=bool(state and state.due_at is not None),
-        attempts=state.attempts if state else 0,
-        last_error=state.last_error if state else None,
+        **summary(tenant, company, state),
         last_attempt_at=state.last_attempt_at if state else None,
-        last_success_at=state.last_success_at if state else None,
         drift=state.drift if state else None,
         pending_change_set=state.pending_plan if state else None,
         cw_additions=state.cw_snapshot if state else None,
@@ -187,7 +179,7 @@ async def reconciliation(session: AsyncSession, tenant_id: str, *, limit: int, o
     rows = []
     for company in companies:
         state = states.get(company.id)
-        now = condition(tenant, company, state)
+        where = condition(tenant, company, state)
         snapshot = (state.cw_snapshot if state else None) or {}
         mine = [t for t in tracked if t.company_id == company.id]
         base = newest_base_of(mine, agreement_id=company.cw_agreement_id)
@@ -227,8 +219,8 @@ async def reconciliation(session: AsyncSession, tenant_id: str, *, limit: int, o
                 cw_unit_price=money_str(Decimal(held["unit_price"])) if held else None,
                 unit_cost=money_str(price.unit_cost),
                 cw_unit_cost=money_str(Decimal(held["unit_cost"])) if held else None,
-                status=now.status,
-                cause=now.cause,
+                status=where.status,
+                cause=where.cause,
                 in_step=not problems,
                 problems=problems,
                 discrepancies=state.discrepancies if state else 0,
